@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod addr;
+pub mod control;
 pub mod diag;
 pub mod node;
 pub mod paths;

@@ -1,0 +1,1 @@
+//! Active/standby election, health and authenticated heartbeats; steers traffic through FRR.

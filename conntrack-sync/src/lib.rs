@@ -1,0 +1,1 @@
+//! Conntrack replication with NAT bindings between the two gateway nodes, over ctnetlink.

@@ -1,0 +1,1 @@
+//! Policy compiler: policy.toml -> nftables ruleset (L3/L4, NAT, diversion) and the proxy's L7 matcher. Pure: no runtime.
