@@ -1,0 +1,35 @@
+# One entry point for every check. `make help` lists the targets.
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: help deps build test lint fmt clippy check-examples ci bench lab
+
+help: ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
+
+deps: ## install the system packages tests and lab need (Debian, root)
+	scripts/deps.sh test
+
+build: ## build the igw binary (release)
+	$(CARGO) build --release -p igw
+
+fmt: ## check formatting
+	$(CARGO) fmt --all --check
+
+clippy: ## lint every crate and test, warnings are errors
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+lint: fmt clippy ## fmt + clippy
+
+check-examples: ## igw check on every shipped example
+	$(CARGO) run -q -p igw -- check examples/*
+
+test: deps ## every test: unit, golden, and netns system tests (needs root)
+	$(CARGO) test --workspace --no-fail-fast
+	$(MAKE) --no-print-directory check-examples
+
+ci: lint test ## what .ci/run runs
+
+bench: ## side-by-side benchmarks (writes bench/*/RESULTS.md)
+	scripts/deps.sh bench
+	@for b in bench/*/run.sh; do echo "== $$b"; bash "$$b" || exit 1; done
