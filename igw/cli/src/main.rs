@@ -4,6 +4,7 @@
 
 mod check;
 mod exit;
+mod lab;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,6 +56,11 @@ pub enum Command {
     /// other .toml, taken as a policy) or a directory (every node*.toml and policy*.toml in
     /// it). Prints `file:line:col: field: problem` for each error and exits 2 on any.
     Check(check::Args),
+    /// The gateway pair in network namespaces: `up`, `status`, `down`.
+    ///
+    /// Builds the topology of TESTBED.md (two tenants, a ToR and an upstream on FRR, igw-a
+    /// and igw-b, an Internet namespace with origins) on this machine. Needs root.
+    Lab(lab::Args),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +68,7 @@ fn main() -> ExitCode {
     init_tracing(cli.global.log_format);
     let result = match &cli.command {
         Command::Check(a) => check::run(&cli.global, a),
+        Command::Lab(a) => lab::run(&cli.global, a),
     };
     exit::report(result)
 }

@@ -54,10 +54,16 @@ pub struct Request {
 
 impl Request {
     pub fn new(cmd: &str) -> Self {
-        Self { cmd: cmd.to_string(), args: serde_json::Value::Null }
+        Self {
+            cmd: cmd.to_string(),
+            args: serde_json::Value::Null,
+        }
     }
     pub fn with_args(cmd: &str, args: serde_json::Value) -> Self {
-        Self { cmd: cmd.to_string(), args }
+        Self {
+            cmd: cmd.to_string(),
+            args,
+        }
     }
 }
 
@@ -72,19 +78,35 @@ pub struct Response {
 
 impl Response {
     pub fn ok(data: serde_json::Value) -> Self {
-        Self { ok: true, data, error: None }
+        Self {
+            ok: true,
+            data,
+            error: None,
+        }
     }
     pub fn err(msg: impl Into<String>) -> Self {
-        Self { ok: false, data: serde_json::Value::Null, error: Some(msg.into()) }
+        Self {
+            ok: false,
+            data: serde_json::Value::Null,
+            error: Some(msg.into()),
+        }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     #[error("cannot connect to {daemon} at {path}: {source} (is `igw {daemon}` running?)")]
-    Connect { daemon: &'static str, path: PathBuf, source: std::io::Error },
+    Connect {
+        daemon: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{daemon} at {path}: {source}")]
-    Io { daemon: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        daemon: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{daemon} sent an unreadable answer: {0}", daemon = .1)]
     Decode(serde_json::Error, &'static str),
 }
@@ -99,7 +121,11 @@ pub fn call(
 ) -> Result<Response, ControlError> {
     let path = daemon.socket(run_dir);
     let name = daemon.name();
-    let io = |source| ControlError::Io { daemon: name, path: path.clone(), source };
+    let io = |source| ControlError::Io {
+        daemon: name,
+        path: path.clone(),
+        source,
+    };
     let mut s = UnixStream::connect(&path).map_err(|source| ControlError::Connect {
         daemon: name,
         path: path.clone(),
@@ -122,14 +148,26 @@ mod tests {
     #[test]
     fn request_and_response_lines() {
         let r = Request::with_args("maintenance", serde_json::json!({"on": true}));
-        assert_eq!(serde_json::to_string(&r).unwrap(), r#"{"cmd":"maintenance","args":{"on":true}}"#);
-        assert_eq!(serde_json::to_string(&Request::new("status")).unwrap(), r#"{"cmd":"status"}"#);
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"cmd":"maintenance","args":{"on":true}}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Request::new("status")).unwrap(),
+            r#"{"cmd":"status"}"#
+        );
         let e = Response::err("peer not healthy");
-        assert_eq!(serde_json::to_string(&e).unwrap(), r#"{"ok":false,"error":"peer not healthy"}"#);
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"ok":false,"error":"peer not healthy"}"#
+        );
     }
 
     #[test]
     fn socket_paths() {
-        assert_eq!(Daemon::Arbiter.socket(Path::new("/run/igw")), PathBuf::from("/run/igw/arbiter.sock"));
+        assert_eq!(
+            Daemon::Arbiter.socket(Path::new("/run/igw")),
+            PathBuf::from("/run/igw/arbiter.sock")
+        );
     }
 }

@@ -326,10 +326,8 @@ impl NodeConfig {
         cfg.validate(&src)?;
         // Relative paths in node.toml are relative to the file itself, so a bundle can be
         // checked where it was rendered and installed unchanged.
-        if cfg.sync.key_file.is_relative() {
-            if let Some(dir) = path.parent() {
-                cfg.sync.key_file = dir.join(&cfg.sync.key_file);
-            }
+        if let Some(dir) = path.parent().filter(|_| cfg.sync.key_file.is_relative()) {
+            cfg.sync.key_file = dir.join(&cfg.sync.key_file);
         }
         Ok(cfg)
     }
@@ -412,9 +410,6 @@ impl NodeConfig {
                 Err(e) => err("nat.pool", e),
             }
         }
-        if ranges.iter().any(|r| r.is_ipv4()) && ranges.iter().any(|r| !r.is_ipv4()) {
-            // Allowed: one SNAT statement per family.
-        }
         for s in &self.management.sources {
             if let Err(e) = addr::parse_cidr(s) {
                 err("management.sources", e);
@@ -486,11 +481,11 @@ fn find_key(text: &str, key: &str) -> Option<std::ops::Range<usize>> {
     let mut off = 0;
     for line in text.split_inclusive('\n') {
         let t = line.trim_start();
-        if let Some(rest) = t.strip_prefix(key) {
-            if rest.trim_start().starts_with('=') {
-                let start = off + (line.len() - t.len());
-                return Some(start..start + key.len());
-            }
+        if let Some(rest) = t.strip_prefix(key)
+            && rest.trim_start().starts_with('=')
+        {
+            let start = off + (line.len() - t.len());
+            return Some(start..start + key.len());
         }
         off += line.len();
     }

@@ -1,0 +1,460 @@
+//! `igw lab`: the whole gateway pair in network namespaces on one machine — two tenants, a
+//! ToR and an upstream running FRR, the gateway nodes igw-a and igw-b running every igw
+//! daemon from this binary, and an "Internet" namespace with HTTP/HTTPS origins and an echo
+//! service. Only the lab's own namespaces carry its traffic (../shared/TESTBED.md).
+
+mod topo;
+
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::{CliError, Global};
+
+pub use topo::ns;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub cmd: LabCmd,
+    /// Namespace prefix: every lab namespace is `<prefix>-<host>`; several labs with
+    /// different prefixes can run side by side.
+    #[arg(long, global = true, default_value = "igwlab")]
+    pub prefix: String,
+    /// Where the lab keeps its configs, logs, certificates and process ids.
+    #[arg(long, global = true, default_value = "/run/igw-lab")]
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum LabCmd {
+    /// Build the topology and start FRR, the origins and every igw daemon.
+    Up,
+    /// Stop every lab process (by PID) and delete the lab's namespaces and files.
+    Down,
+    /// Show the lab's hosts, processes and each gateway's role.
+    Status,
+}
+
+/// What `up` recorded, so `down` and `status` find every process by PID.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct State {
+    prefix: String,
+    procs: Vec<LabProc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LabProc {
+    name: String,
+    host: String,
+    pid: u32,
+    log: PathBuf,
+}
+
+struct Lab {
+    prefix: String,
+    dir: PathBuf,
+    state: State,
+}
+
+pub fn run(_g: &Global, a: &Args) -> Result<(), CliError> {
+    if !a.prefix.starts_with("igw") || a.prefix.len() > 12 {
+        return Err(
+            anyhow::anyhow!("--prefix must start with `igw` and be at most 12 characters").into(),
+        );
+    }
+    let dir = a.state_dir.join(&a.prefix);
+    match a.cmd {
+        LabCmd::Up => up(&a.prefix, &dir)?,
+        LabCmd::Down => down(&a.prefix, &dir)?,
+        LabCmd::Status => status(&a.prefix, &dir)?,
+    }
+    Ok(())
+}
+
+fn sh(argv: &[&str]) -> Result<String> {
+    let out = Command::new(argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {}", argv[0]))?;
+    if !out.status.success() {
+        bail!(
+            "`{}` failed: {}",
+            argv.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn require(tools: &[&str]) -> Result<()> {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let root = status
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
+    if !root {
+        bail!("the lab needs root (network namespaces, nftables, FRR)");
+    }
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|t| {
+            if t.starts_with('/') {
+                !Path::new(t).exists()
+            } else {
+                sh(&["sh", "-c", &format!("command -v {t}")]).is_err()
+            }
+        })
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "the lab needs {} (run `make deps`, or scripts/deps.sh lab)",
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn existing_namespaces(prefix: &str) -> Vec<String> {
+    let list = sh(&["ip", "netns", "list"]).unwrap_or_default();
+    list.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.strip_prefix(prefix).is_some_and(|r| r.starts_with('-')))
+        .map(str::to_string)
+        .collect()
+}
+
+impl Lab {
+    fn ns(&self, host: &str) -> String {
+        ns(&self.prefix, host)
+    }
+
+    fn ip(&self, host: &str, args: &[&str]) -> Result<String> {
+        let ns = self.ns(host);
+        let mut v = vec!["ip", "-n", ns.as_str()];
+        v.extend_from_slice(args);
+        sh(&v)
+    }
+
+    fn exec(&self, host: &str, cmd: &[&str]) -> Result<String> {
+        let ns = self.ns(host);
+        let mut v = vec!["ip", "netns", "exec", ns.as_str()];
+        v.extend_from_slice(cmd);
+        sh(&v)
+    }
+
+    /// Starts a long-running process in a host's namespace, in its own process group (so it
+    /// outlives this command), with output to `<dir>/logs/<name>.log`; records its PID.
+    fn spawn(&mut self, host: &str, name: &str, cmd: &[&str]) -> Result<u32> {
+        let logs = self.dir.join("logs");
+        fs::create_dir_all(&logs)?;
+        let log = logs.join(format!("{name}.log"));
+        let f = fs::File::create(&log)?;
+        let ns = self.ns(host);
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .args(cmd)
+            .stdin(Stdio::null())
+            .stdout(f.try_clone()?)
+            .stderr(f)
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("cannot start {name}"))?;
+        let pid = child.id();
+        self.state.procs.push(LabProc {
+            name: name.into(),
+            host: host.into(),
+            pid,
+            log,
+        });
+        self.save()?;
+        Ok(pid)
+    }
+
+    fn save(&self) -> Result<()> {
+        fs::create_dir_all(&self.dir)?;
+        fs::write(
+            self.dir.join("lab.json"),
+            serde_json::to_vec_pretty(&self.state)?,
+        )?;
+        Ok(())
+    }
+
+    fn step(&self, what: &str) {
+        println!("lab: {what}");
+    }
+}
+
+fn up(prefix: &str, dir: &Path) -> Result<()> {
+    require(&[
+        "ip",
+        "nft",
+        "python3",
+        "openssl",
+        "curl",
+        "/usr/lib/frr/zebra",
+        "/usr/lib/frr/bgpd",
+        "/usr/lib/frr/bfdd",
+        "vtysh",
+    ])?;
+    let left = existing_namespaces(prefix);
+    if !left.is_empty() {
+        bail!(
+            "a lab with prefix `{prefix}` is up ({}); run `igw lab down` first",
+            left.join(", ")
+        );
+    }
+    let mut lab = Lab {
+        prefix: prefix.to_string(),
+        dir: dir.to_path_buf(),
+        state: State {
+            prefix: prefix.into(),
+            procs: vec![],
+        },
+    };
+    fs::create_dir_all(dir)?;
+    lab.save()?;
+    let started = Instant::now();
+    let r = build(&mut lab);
+    if let Err(e) = r {
+        eprintln!("lab: up failed; tearing down what was built");
+        for p in &lab.state.procs {
+            let log = fs::read_to_string(&p.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            eprintln!("--- {} ({}) log tail:", p.name, p.host);
+            for l in tail.iter().rev() {
+                eprintln!("    {l}");
+            }
+        }
+        let _ = down(prefix, dir);
+        return Err(e);
+    }
+    println!(
+        "lab: up in {:.1} s; try `igw lab status`",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn build(lab: &mut Lab) -> Result<()> {
+    lab.step("namespaces");
+    for h in topo::HOSTS {
+        sh(&["ip", "netns", "add", &lab.ns(h)])?;
+        lab.ip(h, &["link", "set", "lo", "up"])?;
+        let router = topo::ROUTERS.contains(h);
+        let fwd = if router { "1" } else { "0" };
+        lab.exec(h, &["sysctl", "-qw", &format!("net.ipv4.ip_forward={fwd}")])?;
+        lab.exec(
+            h,
+            &[
+                "sysctl",
+                "-qw",
+                &format!("net.ipv6.conf.all.forwarding={fwd}"),
+            ],
+        )?;
+    }
+    lab.step("links and addresses");
+    for l in topo::LINKS {
+        let (a, b) = (l.a, l.b);
+        let bns = lab.ns(b.host);
+        lab.ip(
+            a.host,
+            &[
+                "link", "add", a.ifname, "type", "veth", "peer", "name", b.ifname, "netns", &bns,
+            ],
+        )?;
+        for e in [a, b] {
+            for addr in e.addrs {
+                let mut args = vec!["addr", "add", addr, "dev", e.ifname];
+                if addr.contains(':') {
+                    args.push("nodad");
+                }
+                lab.ip(e.host, &args)?;
+            }
+            lab.ip(e.host, &["link", "set", e.ifname, "up"])?;
+        }
+    }
+    for r in topo::ROUTES {
+        let fam = if r.via.contains(':') { "-6" } else { "-4" };
+        lab.ip(r.host, &[fam, "route", "add", r.dst, "via", r.via])?;
+    }
+    lab.step("names and certificates of the Internet origins");
+    let hosts: String = topo::ORIGINS
+        .iter()
+        .map(|(n, a, _)| format!("{a} {n}\n"))
+        .collect();
+    for h in topo::HOSTS {
+        // `ip netns exec` bind-mounts /etc/netns/<ns>/hosts over /etc/hosts.
+        let etc = Path::new("/etc/netns").join(lab.ns(h));
+        fs::create_dir_all(&etc)?;
+        let me = fs::read_to_string("/etc/hostname").unwrap_or_default();
+        fs::write(
+            etc.join("hosts"),
+            format!("127.0.0.1 localhost\n127.0.1.1 {}\n{hosts}", me.trim()),
+        )?;
+        // No resolver inside the lab: a lookup must fail at once on loopback, never leave
+        // for the machine's real DNS server.
+        fs::write(
+            etc.join("resolv.conf"),
+            "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+        )?;
+    }
+    let (cert, key) = (lab.dir.join("origin.crt"), lab.dir.join("origin.key"));
+    let san: Vec<String> = topo::ORIGINS
+        .iter()
+        .map(|(n, _, _)| format!("DNS:{n}"))
+        .collect();
+    sh(&[
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "30",
+        "-subj",
+        "/CN=igw lab origin",
+        "-addext",
+        &format!("subjectAltName={}", san.join(",")),
+        "-keyout",
+        &key.to_string_lossy(),
+        "-out",
+        &cert.to_string_lossy(),
+    ])?;
+    lab.step("origins (HTTP :80, HTTPS :443, echo :7) in inet");
+    let origin = origin_script(&lab.dir)?;
+    lab.spawn(
+        "inet",
+        "origin",
+        &[
+            "/usr/bin/python3",
+            &origin.to_string_lossy(),
+            "--cert",
+            &cert.to_string_lossy(),
+            "--key",
+            &key.to_string_lossy(),
+        ],
+    )?;
+    let ok = wait(Duration::from_secs(10), || {
+        lab.exec("inet", &["bash", "-c", "exec 3<>/dev/tcp/203.0.113.10/80"])
+            .is_ok()
+    });
+    if !ok {
+        bail!(
+            "origin did not start; see {}",
+            lab.dir.join("logs/origin.log").display()
+        );
+    }
+    Ok(())
+}
+
+/// The origin server ships inside the binary, so the lab runs from a bare `igw`.
+fn origin_script(dir: &Path) -> Result<PathBuf> {
+    let p = dir.join("origin.py");
+    fs::write(&p, include_str!("../../../../tests/lab/origin.py"))?;
+    Ok(p)
+}
+
+fn wait(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+fn load_state(dir: &Path) -> State {
+    fs::read(dir.join("lab.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+fn kill_pid(pid: u32) {
+    // Negative PID: the whole process group the lab started (daemons that forked too).
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pid}")])
+        .stderr(Stdio::null())
+        .status();
+    let _ = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
+}
+
+fn down(prefix: &str, dir: &Path) -> Result<()> {
+    let state = load_state(dir);
+    for p in &state.procs {
+        kill_pid(p.pid);
+    }
+    let namespaces = existing_namespaces(prefix);
+    for ns in &namespaces {
+        // Whatever still runs inside (FRR daemons that daemonised) dies by PID.
+        if let Ok(pids) = sh(&["ip", "netns", "pids", ns]) {
+            for pid in pids
+                .split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok())
+            {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        }
+    }
+    for ns in &namespaces {
+        // A process may take a moment to release the namespace after SIGKILL.
+        let ok = wait(Duration::from_secs(5), || {
+            sh(&["ip", "netns", "del", ns]).is_ok() || !Path::new("/run/netns").join(ns).exists()
+        });
+        if !ok {
+            eprintln!("lab: could not delete namespace {ns}");
+        }
+        let _ = fs::remove_dir_all(Path::new("/etc/netns").join(ns));
+        let _ = fs::remove_dir_all(Path::new("/var/run/frr").join(ns));
+        let _ = fs::remove_dir_all(Path::new("/etc/frr").join(ns));
+    }
+    let _ = fs::remove_dir_all(dir);
+    let left = existing_namespaces(prefix);
+    if !left.is_empty() {
+        bail!("namespaces left behind: {}", left.join(", "));
+    }
+    println!(
+        "lab: down ({} namespaces, {} processes removed)",
+        namespaces.len(),
+        state.procs.len()
+    );
+    Ok(())
+}
+
+fn status(prefix: &str, dir: &Path) -> Result<()> {
+    let namespaces = existing_namespaces(prefix);
+    if namespaces.is_empty() {
+        println!("lab `{prefix}`: down");
+        return Ok(());
+    }
+    println!("lab `{prefix}`: {} namespaces", namespaces.len());
+    let state = load_state(dir);
+    for p in &state.procs {
+        let alive = Path::new("/proc").join(p.pid.to_string()).exists();
+        println!(
+            "  {:<10} {:<22} pid {:<7} {}",
+            p.host,
+            p.name,
+            p.pid,
+            if alive { "running" } else { "EXITED" }
+        );
+    }
+    Ok(())
+}
