@@ -399,6 +399,24 @@ fn down(prefix: &str, dir: &Path) -> Result<()> {
     for p in &state.procs {
         kill_pid(p.pid);
     }
+    // `down` returns only once the processes are gone (a zombie awaiting its reaper counts
+    // as gone: it holds nothing).
+    let gone = |pid: u32| {
+        fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+            .unwrap_or(true)
+    };
+    if !wait(Duration::from_secs(5), || {
+        state.procs.iter().all(|p| gone(p.pid))
+    }) {
+        eprintln!("lab: some processes did not exit within 5 s");
+    }
     let namespaces = existing_namespaces(prefix);
     for ns in &namespaces {
         // Whatever still runs inside (FRR daemons that daemonised) dies by PID.
