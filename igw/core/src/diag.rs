@@ -4,6 +4,8 @@ use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
+
 /// One problem found in a configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
@@ -95,7 +97,7 @@ impl<'a> Source<'a> {
     }
 
     /// A diagnostic from a TOML syntax or schema error (unknown field, wrong type, ...).
-    pub fn from_toml(&self, e: &toml::de::Error) -> Diagnostic {
+    pub fn toml_error(&self, e: &toml::de::Error) -> Diagnostic {
         let message = e.message().trim().to_string();
         // serde names the offending key in the message ("unknown field `x`"); report it as
         // the field too so every error has the same shape.
@@ -119,6 +121,24 @@ pub fn read_file(path: &Path) -> Result<String, Diagnostic> {
         col: 0,
         field: String::new(),
         message: format!("cannot read: {e}"),
+    })
+}
+
+/// Deserialises TOML, reporting the field path and position of the first schema error.
+pub fn from_toml<T: DeserializeOwned>(src: &Source<'_>) -> Result<T, ConfigError> {
+    let de =
+        toml::Deserializer::parse(src.text).map_err(|e| ConfigError::single(src.toml_error(&e)))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let mut d = src.toml_error(e.inner());
+        if path != "." && !path.is_empty() {
+            d.field = if d.field.is_empty() || path.ends_with(&d.field) {
+                path
+            } else {
+                format!("{path}.{}", d.field)
+            };
+        }
+        ConfigError::single(d)
     })
 }
 

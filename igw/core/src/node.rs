@@ -322,7 +322,7 @@ impl NodeConfig {
     /// Parses and validates node text; `path` is only used in diagnostics.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let src = Source::new(path, text);
-        let mut cfg: NodeConfig = crate::policy::from_toml(&src)?;
+        let mut cfg: NodeConfig = diag::from_toml(&src)?;
         cfg.validate(&src)?;
         // Relative paths in node.toml are relative to the file itself, so a bundle can be
         // checked where it was rendered and installed unchanged.

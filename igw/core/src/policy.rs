@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use ipnet::IpNet;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
@@ -304,7 +303,7 @@ impl Policy {
     /// Parses policy text. List files are read relative to `path`'s directory.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let src = Source::new(path, text);
-        let raw: RawPolicy = from_toml(&src)?;
+        let raw: RawPolicy = diag::from_toml(&src)?;
         Validator::new(&src).run(raw)
     }
 
@@ -319,24 +318,6 @@ impl Policy {
     pub fn tenant_subnets(&self) -> impl Iterator<Item = &IpNet> {
         self.tenants.iter().flat_map(|t| t.subnets.iter())
     }
-}
-
-/// Deserialises TOML, reporting the field path and position of the first schema error.
-pub(crate) fn from_toml<T: DeserializeOwned>(src: &Source<'_>) -> Result<T, ConfigError> {
-    let de =
-        toml::Deserializer::parse(src.text).map_err(|e| ConfigError::single(src.from_toml(&e)))?;
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let mut d = src.from_toml(e.inner());
-        if path != "." && !path.is_empty() {
-            d.field = if d.field.is_empty() || path.ends_with(&d.field) {
-                path
-            } else {
-                format!("{path}.{}", d.field)
-            };
-        }
-        ConfigError::single(d)
-    })
 }
 
 // ---------------------------------------------------------------------------------------
