@@ -8,7 +8,8 @@ use crate::{CliError, Global};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Files or directories to check; default: --node and --policy.
+    /// Files or directories to check; default: --node and --policy. Files named node*,
+    /// inventory* or anything else (a policy).
     pub paths: Vec<PathBuf>,
 }
 
@@ -16,6 +17,7 @@ pub struct Args {
 enum Kind {
     Node,
     Policy,
+    Inventory,
 }
 
 fn kind_of(p: &Path) -> Kind {
@@ -25,6 +27,8 @@ fn kind_of(p: &Path) -> Kind {
         .unwrap_or_default();
     if name.starts_with("node") {
         Kind::Node
+    } else if name.starts_with("inventory") {
+        Kind::Inventory
     } else {
         Kind::Policy
     }
@@ -39,14 +43,19 @@ fn expand(paths: &[PathBuf]) -> Result<Vec<(Kind, PathBuf)>, CliError> {
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|f| {
                     let n = f.file_name().unwrap_or_default().to_string_lossy();
-                    n.ends_with(".toml") && (n.starts_with("node") || n.starts_with("policy"))
+                    n.ends_with(".toml")
+                        && ["node", "policy", "inventory"]
+                            .iter()
+                            .any(|k| n.starts_with(k))
                 })
                 .collect();
             found.sort();
             if found.is_empty() {
-                return Err(
-                    anyhow::anyhow!("{}: no node*.toml or policy*.toml here", p.display()).into(),
-                );
+                return Err(anyhow::anyhow!(
+                    "{}: no node*.toml, policy*.toml or inventory*.toml here",
+                    p.display()
+                )
+                .into());
             }
             out.extend(found.into_iter().map(|f| (kind_of(&f), f)));
         } else {
@@ -69,6 +78,14 @@ pub fn run(g: &Global, a: &Args) -> Result<(), CliError> {
     for (kind, path) in targets {
         let r = match kind {
             Kind::Node => NodeConfig::load(&path).map(|n| format!("node {}", n.node.name)),
+            Kind::Inventory => igw_provisioning::Inventory::load(&path).map(|i| {
+                format!(
+                    "inventory of site {}: {} gateways, {} hosts",
+                    i.site.name,
+                    i.gateways.len(),
+                    i.hosts.len()
+                )
+            }),
             Kind::Policy => Policy::load(&path).map(|p| {
                 format!(
                     "policy: {} tenants, {} objects, {} L3 rules, {} L7 rules",

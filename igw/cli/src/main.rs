@@ -5,6 +5,7 @@
 mod check;
 mod exit;
 mod lab;
+mod provision_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,6 +62,8 @@ pub enum Command {
     /// Builds the topology of TESTBED.md (two tenants, a ToR and an upstream on FRR, igw-a
     /// and igw-b, an Internet namespace with origins) on this machine. Needs root.
     Lab(lab::Args),
+    /// From a site inventory: node bundles, ToR downlink filters, tenant-server FRR.
+    Provision(provision_cmd::Args),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Check(a) => check::run(&cli.global, a),
         Command::Lab(a) => lab::run(&cli.global, a),
+        Command::Provision(a) => provision_cmd::run(&cli.global, a),
     };
     exit::report(result)
 }

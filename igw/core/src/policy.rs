@@ -285,6 +285,9 @@ pub struct L7Rule {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     pub source: PathBuf,
+    /// The list files the policy names, as written (relative to the policy's directory),
+    /// so a bundle can carry them along.
+    pub list_files: Vec<PathBuf>,
     pub defaults: Defaults,
     pub objects: BTreeMap<String, AddressObject>,
     pub tenants: Vec<Tenant>,
@@ -326,6 +329,7 @@ impl Policy {
 struct Validator<'a> {
     src: &'a Source<'a>,
     dir: PathBuf,
+    list_files: Vec<PathBuf>,
     errs: Vec<Diagnostic>,
 }
 
@@ -335,6 +339,7 @@ impl<'a> Validator<'a> {
         Self {
             src,
             dir,
+            list_files: Vec::new(),
             errs: Vec::new(),
         }
     }
@@ -480,6 +485,7 @@ impl<'a> Validator<'a> {
         if self.errs.is_empty() {
             Ok(Policy {
                 source: self.src.path.to_path_buf(),
+                list_files: self.list_files,
                 defaults: raw.defaults,
                 objects,
                 tenants,
@@ -651,6 +657,13 @@ impl<'a> Validator<'a> {
         mut add: impl FnMut(&str) -> Result<(), String>,
     ) {
         let path = self.dir.join(file.get_ref());
+        if !self
+            .list_files
+            .iter()
+            .any(|f| f.as_os_str() == file.get_ref().as_str())
+        {
+            self.list_files.push(PathBuf::from(file.get_ref()));
+        }
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) => {
