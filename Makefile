@@ -24,9 +24,12 @@ lint: fmt clippy ## fmt + clippy
 check-examples: ## igw check on every shipped example
 	$(CARGO) run -q -p igw -- check examples/*
 
-test: deps ## every test: unit, golden, and netns system tests (needs root)
-	$(CARGO) test --workspace --no-fail-fast
-	$(MAKE) --no-print-directory check-examples
+test: deps check-examples ## every test: unit, golden, and netns system tests (needs root)
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+	  $(CARGO) nextest run --workspace --profile $(if $(CI),ci,default); \
+	else \
+	  $(CARGO) test --workspace --no-fail-fast; \
+	fi
 
 ci: lint test ## what .ci/run runs
 
