@@ -6,6 +6,8 @@
 //! namespaces they created here; nothing here adds routes in the root namespace.
 #![forbid(unsafe_code)]
 
+pub mod frr;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -390,6 +392,17 @@ mod tests {
         assert_ne!(a, b);
         assert!(a.starts_with("igwtena"));
         assert!(a.len() <= 15, "{a}");
+    }
+
+    #[test]
+    fn frr_starts_in_a_namespace_and_answers() {
+        let ns = Netns::new("frr");
+        let conf = "frr defaults datacenter\nhostname t\nrouter bgp 65000\n bgp router-id 198.19.0.254\nexit\n";
+        let frr = frr::Frr::start(&ns, conf, &["bfdd", "bgpd"]);
+        let out = frr.vtysh(&["show bgp summary json"]);
+        assert!(out.trim_start().starts_with('{'), "{out}");
+        let running = frr.vtysh(&["show running-config"]);
+        assert!(running.contains("router bgp 65000"), "{running}");
     }
 
     #[test]
