@@ -3,6 +3,7 @@
 //! daemon from this binary, and an "Internet" namespace with HTTP/HTTPS origins and an echo
 //! service. Only the lab's own namespaces carry its traffic (../shared/TESTBED.md).
 
+mod net;
 mod topo;
 
 use std::fs;
@@ -135,13 +136,6 @@ impl Lab {
         ns(&self.prefix, host)
     }
 
-    fn ip(&self, host: &str, args: &[&str]) -> Result<String> {
-        let ns = self.ns(host);
-        let mut v = vec!["ip", "-n", ns.as_str()];
-        v.extend_from_slice(args);
-        sh(&v)
-    }
-
     fn exec(&self, host: &str, cmd: &[&str]) -> Result<String> {
         let ns = self.ns(host);
         let mut v = vec!["ip", "netns", "exec", ns.as_str()];
@@ -243,46 +237,13 @@ fn up(prefix: &str, dir: &Path) -> Result<()> {
 }
 
 fn build(lab: &mut Lab) -> Result<()> {
-    lab.step("namespaces");
-    for h in topo::HOSTS {
-        sh(&["ip", "netns", "add", &lab.ns(h)])?;
-        lab.ip(h, &["link", "set", "lo", "up"])?;
-        let router = topo::ROUTERS.contains(h);
-        let fwd = if router { "1" } else { "0" };
-        lab.exec(h, &["sysctl", "-qw", &format!("net.ipv4.ip_forward={fwd}")])?;
-        lab.exec(
-            h,
-            &[
-                "sysctl",
-                "-qw",
-                &format!("net.ipv6.conf.all.forwarding={fwd}"),
-            ],
-        )?;
-    }
-    lab.step("links and addresses");
-    for l in topo::LINKS {
-        let (a, b) = (l.a, l.b);
-        let bns = lab.ns(b.host);
-        lab.ip(
-            a.host,
-            &[
-                "link", "add", a.ifname, "type", "veth", "peer", "name", b.ifname, "netns", &bns,
-            ],
-        )?;
-        for e in [a, b] {
-            for addr in e.addrs {
-                let mut args = vec!["addr", "add", addr, "dev", e.ifname];
-                if addr.contains(':') {
-                    args.push("nodad");
-                }
-                lab.ip(e.host, &args)?;
-            }
-            lab.ip(e.host, &["link", "set", e.ifname, "up"])?;
+    lab.step("namespaces, links, addresses and routes (rtnetlink)");
+    for (host, ops) in topo_ops(&lab.prefix)? {
+        if ops.is_empty() {
+            net::add_namespace(&lab.ns(host))?;
+        } else {
+            net::apply(&lab.ns(host), ops)?;
         }
-    }
-    for r in topo::ROUTES {
-        let fam = if r.via.contains(':') { "-6" } else { "-4" };
-        lab.ip(r.host, &[fam, "route", "add", r.dst, "via", r.via])?;
     }
     lab.step("names and certificates of the Internet origins");
     let hosts: String = topo::ORIGINS
@@ -355,6 +316,73 @@ fn build(lab: &mut Lab) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The topology as rtnetlink operations, in an order that works: every namespace first
+/// (an empty list means "create"), then per host its loopback, sysctls, the veth pairs it
+/// creates (peers moved to the other side), addresses, links up, and static routes.
+fn topo_ops(prefix: &str) -> Result<Vec<(&'static str, Vec<net::Op>)>> {
+    use net::Op;
+    let mut out: Vec<(&'static str, Vec<Op>)> = topo::HOSTS.iter().map(|h| (*h, vec![])).collect();
+    for h in topo::HOSTS {
+        let router = topo::ROUTERS.contains(h);
+        let fwd = if router { "1" } else { "0" };
+        let mut ops = vec![
+            Op::Up("lo".into()),
+            Op::Sysctl {
+                key: "net/ipv4/ip_forward".into(),
+                value: fwd.into(),
+            },
+            Op::Sysctl {
+                key: "net/ipv6/conf/all/forwarding".into(),
+                value: fwd.into(),
+            },
+            // No DAD delay on lab links: addresses are usable at once.
+            Op::Sysctl {
+                key: "net/ipv6/conf/default/accept_dad".into(),
+                value: "0".into(),
+            },
+        ];
+        for l in topo::LINKS.iter().filter(|l| l.a.host == *h) {
+            ops.push(Op::Veth {
+                name: l.a.ifname.into(),
+                peer: l.b.ifname.into(),
+                peer_ns: ns(prefix, l.b.host),
+            });
+        }
+        out.push((h, ops));
+    }
+    // Addresses and links up, once both ends exist in their namespaces.
+    for h in topo::HOSTS {
+        let mut ops = Vec::new();
+        for e in topo::LINKS
+            .iter()
+            .flat_map(|l| [l.a, l.b])
+            .filter(|e| e.host == *h)
+        {
+            for a in e.addrs {
+                let net: ipnet::IpNet = a.parse().with_context(|| format!("lab address {a}"))?;
+                ops.push(Op::Addr {
+                    ifname: e.ifname.into(),
+                    net,
+                });
+            }
+            ops.push(Op::Up(e.ifname.into()));
+        }
+        for r in topo::ROUTES.iter().filter(|r| r.host == *h) {
+            let dst = if r.dst == "default" {
+                None
+            } else {
+                Some(r.dst.parse()?)
+            };
+            ops.push(Op::Route {
+                dst,
+                via: r.via.parse()?,
+            });
+        }
+        out.push((h, ops));
+    }
+    Ok(out)
 }
 
 /// The origin server ships inside the binary, so the lab runs from a bare `igw`.
