@@ -5,6 +5,7 @@
 mod check;
 mod exit;
 mod lab;
+mod policy_cmd;
 mod provision_cmd;
 
 use std::path::PathBuf;
@@ -64,6 +65,8 @@ pub enum Command {
     Lab(lab::Args),
     /// From a site inventory: node bundles, ToR downlink filters, tenant-server FRR.
     Provision(provision_cmd::Args),
+    /// L7 policy: `explain` a decision, `reload` the running proxy's policy.
+    Policy(policy_cmd::Args),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
         Command::Check(a) => check::run(&cli.global, a),
         Command::Lab(a) => lab::run(&cli.global, a),
         Command::Provision(a) => provision_cmd::run(&cli.global, a),
+        Command::Policy(a) => policy_cmd::run(&cli.global, a),
     };
     exit::report(result)
 }
