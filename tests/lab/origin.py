@@ -84,6 +84,9 @@ def main():
     p.add_argument("--http-port", type=int, default=80)
     p.add_argument("--https-port", type=int, default=443)
     p.add_argument("--echo-port", type=int, default=7)
+    # UDP answers leave from the address the socket is bound to: bind the echo service to
+    # its own address, or replies to it come from the primary address and are dropped.
+    p.add_argument("--echo-addr", default="")
     p.add_argument("--cert", required=True)
     p.add_argument("--key", required=True)
     a = p.parse_args()
@@ -94,8 +97,8 @@ def main():
     ctx.load_cert_chain(a.cert, a.key)
     tls.socket = ctx.wrap_socket(tls.socket, server_side=True)
     servers.append(tls)
-    servers.append(EchoTCPServer(("", a.echo_port), EchoTCP))
-    servers.append(socketserver.ThreadingUDPServer(("", a.echo_port), EchoUDP))
+    servers.append(EchoTCPServer((a.echo_addr, a.echo_port), EchoTCP))
+    servers.append(socketserver.ThreadingUDPServer((a.echo_addr, a.echo_port), EchoUDP))
     for s in servers[1:]:
         threading.Thread(target=s.serve_forever, daemon=True).start()
     print("origin: ready", flush=True)

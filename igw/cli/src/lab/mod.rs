@@ -5,6 +5,7 @@
 
 mod net;
 mod topo;
+mod traffic;
 
 use std::fs;
 use std::os::unix::process::CommandExt;
@@ -40,6 +41,15 @@ pub enum LabCmd {
     Down,
     /// Show the lab's hosts, processes and each gateway's role.
     Status,
+    /// Measure the data plane from a lab host: a UDP probe stream (the outage it sees) and
+    /// long-lived TCP flows (how many survive), bounded by --duration-s; prints JSON.
+    Traffic {
+        /// Run inside this lab host's namespace (e.g. tenant-a); default: where igw runs.
+        #[arg(long)]
+        from: Option<String>,
+        #[command(flatten)]
+        args: traffic::Args,
+    },
 }
 
 /// What `up` recorded, so `down` and `status` find every process by PID.
@@ -70,10 +80,40 @@ pub fn run(_g: &Global, a: &Args) -> Result<(), CliError> {
         );
     }
     let dir = a.state_dir.join(&a.prefix);
-    match a.cmd {
+    match &a.cmd {
         LabCmd::Up => up(&a.prefix, &dir)?,
         LabCmd::Down => down(&a.prefix, &dir)?,
         LabCmd::Status => status(&a.prefix, &dir)?,
+        LabCmd::Traffic { from: None, args } => traffic::run(args)?,
+        LabCmd::Traffic {
+            from: Some(host),
+            args,
+        } => {
+            if !topo::HOSTS.contains(&host.as_str()) {
+                return Err(anyhow::anyhow!(
+                    "no lab host `{host}` (hosts: {})",
+                    topo::HOSTS.join(", ")
+                )
+                .into());
+            }
+            let exe = std::env::current_exe().map_err(anyhow::Error::from)?;
+            let status = Command::new("ip")
+                .args(["netns", "exec", &ns(&a.prefix, host)])
+                .arg(exe)
+                .args(["lab", "traffic", "--to", &args.to.to_string()])
+                .args([
+                    "--interval-ms",
+                    &args.interval_ms.to_string(),
+                    "--flows",
+                    &args.flows.to_string(),
+                ])
+                .args(["--duration-s", &args.duration_s.to_string()])
+                .status()
+                .map_err(anyhow::Error::from)?;
+            if !status.success() {
+                return Err(anyhow::anyhow!("traffic from {host} failed").into());
+            }
+        }
     }
     Ok(())
 }
@@ -303,6 +343,8 @@ fn build(lab: &mut Lab) -> Result<()> {
             &cert.to_string_lossy(),
             "--key",
             &key.to_string_lossy(),
+            "--echo-addr",
+            topo::ECHO,
         ],
     )?;
     let ok = wait(Duration::from_secs(10), || {

@@ -143,6 +143,9 @@ pub const ORIGINS: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// The TCP/UDP echo service (port 7): the probe stream and the long-lived flows.
+pub const ECHO: &str = "203.0.113.7";
+
 /// Namespace name of a role under a lab prefix.
 pub fn ns(prefix: &str, host: &str) -> String {
     format!("{prefix}-{host}")
