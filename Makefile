@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help deps build test lint fmt clippy check-examples ci bench lab
+.PHONY: help deps build test lint fmt clippy check-pure check-examples ci bench lab
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
@@ -19,7 +19,14 @@ fmt: ## check formatting
 clippy: ## lint every crate and test, warnings are errors
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-lint: fmt clippy ## fmt + clippy
+check-pure: ## the pure crates (core, ruleset, provisioning) pull in no async runtime
+	@for c in igw-core igw-ruleset igw-provisioning; do \
+	  if $(CARGO) tree -q -p $$c -e normal --prefix none | grep -Eq '^(tokio|hyper|mio) '; then \
+	    echo "$$c depends on an async runtime: keep I/O out of the pure core" >&2; exit 1; \
+	  fi; \
+	done; echo "check-pure: ok"
+
+lint: fmt clippy check-pure ## fmt + clippy + pure-core check
 
 check-examples: ## igw check on every shipped example
 	$(CARGO) run -q -p igw -- check examples/*
