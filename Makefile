@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help deps build test lint fmt clippy check-pure check-examples ci bench lab
+.PHONY: help deps build test lint fmt clippy check-pure check-examples ci bench lab image image-test
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
@@ -43,3 +43,13 @@ ci: lint test ## what .ci/run runs
 bench: ## side-by-side benchmarks (writes bench/*/RESULTS.md)
 	scripts/deps.sh bench
 	@for b in bench/*/run.sh; do echo "== $$b"; bash "$$b" || exit 1; done
+
+IGW_RELEASE_BIN = $${CARGO_TARGET_DIR:-target}/release/igw
+
+image: ## the gateway OS image: Debian 12 + igw (images/build/; root; see images/README.md)
+	scripts/deps.sh image
+	$(CARGO) build --release -p igw
+	images/build.sh --igw $(IGW_RELEASE_BIN)
+
+image-test: image ## boot the image in qemu: smoke test with a good bundle, refusal of a bad one
+	images/test.sh --igw $(IGW_RELEASE_BIN)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the system packages igw's build, tests and lab need (Debian). Idempotent: skips
-# apt entirely when everything is already there. Usage: scripts/deps.sh [test|lab|bench]
+# apt entirely when everything is already there. Usage: scripts/deps.sh [test|lab|bench|image]
 set -euo pipefail
 what=${1:-test}
 
@@ -10,7 +10,10 @@ pkgs=(nftables conntrack frr iproute2 curl iputils-ping procps python3 kmod)
 case "$what" in
   test|lab) ;;
   bench) pkgs+=(squid wrk nginx-light conntrackd hyperfine) ;;
-  *) echo "usage: $0 [test|lab|bench]" >&2; exit 2 ;;
+  # The OS image (make image, make image-test): debootstrap, ext4/vfat images without loop
+  # mounts, qemu to boot it.
+  image) pkgs+=(debootstrap qemu-system-x86 e2fsprogs dosfstools mtools) ;;
+  *) echo "usage: $0 [test|lab|bench|image]" >&2; exit 2 ;;
 esac
 
 missing=()
