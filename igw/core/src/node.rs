@@ -32,6 +32,18 @@ pub struct NodeConfig {
     pub conntrack: Conntrack,
     #[serde(default)]
     pub arbiter: ArbiterTimers,
+    #[serde(default)]
+    pub fabric: Fabric,
+}
+
+/// How igw reaches this node's FRR.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fabric {
+    /// FRR pathspace (`vtysh -N <name>`); empty for the system's single FRR instance.
+    /// Tests run one FRR per network namespace, each with its own pathspace.
+    #[serde(default)]
+    pub frr_pathspace: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
