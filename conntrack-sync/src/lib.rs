@@ -1,1 +1,25 @@
 //! Conntrack replication with NAT bindings between the two gateway nodes, over ctnetlink.
+//!
+//! Pure parts: [`nla`] and [`ct`] (ctnetlink codec), [`proto`] (the authenticated sync
+//! protocol), [`state`] (filter, coalescer, standby cache). I/O at the edges: [`netlink`]
+//! (the kernel's table) and [`daemon`] (the sync link, control socket, metrics).
+
+pub mod ct;
+pub mod daemon;
+pub mod netlink;
+pub mod nla;
+pub mod proto;
+pub mod state;
+
+/// Why bytes could not be decoded (ctnetlink or sync protocol).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("truncated {0}")]
+    Truncated(&'static str),
+    #[error("attribute {kind} has a bad length {len}")]
+    BadLength { kind: u16, len: usize },
+    #[error("unexpected {0} {1}")]
+    Unexpected(&'static str, u16),
+    #[error("missing {0}")]
+    Missing(&'static str),
+}

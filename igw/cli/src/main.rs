@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 runtime failure, 2 invalid configuration (nothing was changed).
 
 mod check;
+mod conntrack_cmd;
 mod exit;
 mod lab;
 mod policy_cmd;
@@ -58,6 +59,11 @@ pub enum Command {
     /// other .toml, taken as a policy) or a directory (every node*.toml and policy*.toml in
     /// it). Prints `file:line:col: field: problem` for each error and exits 2 on any.
     Check(check::Args),
+    /// The conntrack-sync daemon: replicates conntrack state (with NAT bindings) to the
+    /// peer while active, caches the peer's while standby. Stops on SIGTERM.
+    ConntrackSync(conntrack_cmd::SyncArgs),
+    /// Conntrack sync: `status [--json]`, `commit`, `set-role`, `dump`.
+    Conntrack(conntrack_cmd::Args),
     /// The gateway pair in network namespaces: `up`, `status`, `down`.
     ///
     /// Builds the topology of TESTBED.md (two tenants, a ToR and an upstream on FRR, igw-a
@@ -74,6 +80,8 @@ fn main() -> ExitCode {
     init_tracing(cli.global.log_format);
     let result = match &cli.command {
         Command::Check(a) => check::run(&cli.global, a),
+        Command::ConntrackSync(a) => conntrack_cmd::run_daemon(&cli.global, a),
+        Command::Conntrack(a) => conntrack_cmd::run(&cli.global, a),
         Command::Lab(a) => lab::run(&cli.global, a),
         Command::Provision(a) => provision_cmd::run(&cli.global, a),
         Command::Policy(a) => policy_cmd::run(&cli.global, a),

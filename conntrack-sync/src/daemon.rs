@@ -1,0 +1,932 @@
+//! The `igw conntrack-sync` daemon: the active replicates its kernel table to the peer over
+//! the sync link (full resync on connect and after an event overrun, then coalesced
+//! events); the standby keeps what it receives in a bounded cache and commits it into its
+//! kernel on request. Also serves the control socket and Prometheus metrics.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream, UnixListener};
+use tokio::sync::{Notify, watch};
+use tracing::{info, warn};
+
+use crate::netlink::{CommitReport, CtSocket, EventKind, NlError};
+use crate::proto::{self, Body, Frame, FrameError, Key, NONCE_LEN, ReplayGuard, Role, Update};
+use crate::state::{Applied, Cache, Coalescer, Filter, remaining_timeout};
+
+#[derive(Debug)]
+pub struct DaemonConfig {
+    pub node: String,
+    /// This node's sync address and port (the standby listens here).
+    pub listen: SocketAddr,
+    /// The peer's sync address and port (the active connects there).
+    pub peer: SocketAddr,
+    pub key: Key,
+    pub filter: Filter,
+    pub role: Role,
+    pub control_socket: PathBuf,
+    pub metrics: Option<SocketAddr>,
+    pub cache_max: usize,
+    /// Standby writes every received update into its kernel at once (see README).
+    pub direct_inject: bool,
+    /// Updates per frame and CT_NEW messages per netlink datagram.
+    pub batch: usize,
+    /// Receive buffer of the event socket, bytes.
+    pub rcvbuf: usize,
+}
+
+#[derive(Debug, Default)]
+struct Metrics {
+    frames_sent: Counter,
+    updates_sent: Counter,
+    frames_received: Counter,
+    updates_received: Counter,
+    retransmitted: Counter,
+    dropped: Family<Vec<(String, String)>, Counter>,
+    overruns: Counter,
+    resyncs: Counter,
+    coalesced: Counter,
+    cache_entries: Gauge,
+    peer_connected: Gauge,
+    lag_ms: Gauge,
+    commit_ms: Gauge,
+    committed: Counter,
+    commit_failed: Counter,
+    injected: Counter,
+    inject_failed: Counter,
+}
+
+impl Metrics {
+    fn registry(&self) -> Registry {
+        let mut r = Registry::with_prefix("igw_conntrack_sync");
+        r.register("frames_sent", "Sync frames sent", self.frames_sent.clone());
+        r.register(
+            "updates_sent",
+            "Entry updates sent",
+            self.updates_sent.clone(),
+        );
+        r.register(
+            "frames_received",
+            "Authenticated sync frames received",
+            self.frames_received.clone(),
+        );
+        r.register(
+            "updates_received",
+            "Entry updates received",
+            self.updates_received.clone(),
+        );
+        r.register(
+            "retransmitted",
+            "Entries sent again by a resync after the first one (reconnect or event overrun)",
+            self.retransmitted.clone(),
+        );
+        r.register(
+            "dropped",
+            "Frames or updates dropped, by reason",
+            self.dropped.clone(),
+        );
+        r.register(
+            "event_overruns",
+            "ENOBUFS on the event socket",
+            self.overruns.clone(),
+        );
+        r.register(
+            "resyncs",
+            "Full resyncs sent or received",
+            self.resyncs.clone(),
+        );
+        r.register(
+            "coalesced",
+            "Updates folded into a pending one",
+            self.coalesced.clone(),
+        );
+        r.register(
+            "cache_entries",
+            "Entries in the standby cache",
+            self.cache_entries.clone(),
+        );
+        r.register(
+            "peer_connected",
+            "1 while a sync session is up",
+            self.peer_connected.clone(),
+        );
+        r.register(
+            "replication_lag_ms",
+            "Send-to-ack time of the last batch",
+            self.lag_ms.clone(),
+        );
+        r.register(
+            "commit_duration_ms",
+            "Duration of the last commit",
+            self.commit_ms.clone(),
+        );
+        r.register(
+            "committed",
+            "Entries committed into the kernel",
+            self.committed.clone(),
+        );
+        r.register(
+            "commit_failed",
+            "Entries the kernel refused at commit",
+            self.commit_failed.clone(),
+        );
+        r.register(
+            "injected",
+            "Entries written in direct-inject mode",
+            self.injected.clone(),
+        );
+        r.register(
+            "inject_failed",
+            "Direct-inject writes refused",
+            self.inject_failed.clone(),
+        );
+        r
+    }
+
+    fn drop(&self, reason: &str) {
+        self.dropped
+            .get_or_create(&vec![("reason".to_string(), reason.to_string())])
+            .inc();
+    }
+
+    fn dropped_json(&self) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        let mut total = 0;
+        for r in [
+            "bad_mac",
+            "replayed",
+            "malformed",
+            "cache_full",
+            "handshake",
+        ] {
+            let v = self
+                .dropped
+                .get_or_create(&vec![("reason".to_string(), r.to_string())])
+                .get();
+            total += v;
+            m.insert(r.to_string(), json!(v));
+        }
+        m.insert("total".into(), json!(total));
+        serde_json::Value::Object(m)
+    }
+}
+
+struct Shared {
+    cfg: DaemonConfig,
+    start: Instant,
+    role: watch::Sender<Role>,
+    active: AtomicBool,
+    cache: Mutex<Cache>,
+    pending: Mutex<Coalescer>,
+    wake: Notify,
+    need_resync: AtomicBool,
+    resyncs_done: AtomicU64,
+    last_resync_unix: AtomicI64,
+    last_commit: Mutex<Option<serde_json::Value>>,
+    sent_at: Mutex<std::collections::VecDeque<(u64, Instant)>>,
+    inject: Option<std::sync::mpsc::SyncSender<Vec<Update>>>,
+    m: Metrics,
+}
+
+impl Shared {
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn random<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut b);
+    }
+    b
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot listen on {what} {addr}: {source}")]
+    Listen {
+        what: &'static str,
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Netlink(#[from] NlError),
+}
+
+/// Runs until `shutdown` resolves.
+pub async fn run(
+    cfg: DaemonConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let listen = |what, addr: String, source| DaemonError::Listen { what, addr, source };
+    let sync_l = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| listen("sync", cfg.listen.to_string(), e))?;
+    let _ = std::fs::remove_file(&cfg.control_socket);
+    if let Some(dir) = cfg.control_socket.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let ctl_l = UnixListener::bind(&cfg.control_socket)
+        .map_err(|e| listen("control", cfg.control_socket.display().to_string(), e))?;
+    let metrics_l = match cfg.metrics {
+        Some(a) => Some(
+            TcpListener::bind(a)
+                .await
+                .map_err(|e| listen("metrics", a.to_string(), e))?,
+        ),
+        None => None,
+    };
+    let events = CtSocket::events(cfg.rcvbuf)?;
+
+    let (inject, inject_rx) = if cfg.direct_inject {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Update>>(1024);
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
+    let (role_tx, _) = watch::channel(cfg.role);
+    let sh = Arc::new(Shared {
+        active: AtomicBool::new(cfg.role == Role::Active),
+        role: role_tx,
+        start: Instant::now(),
+        cache: Mutex::new(Cache::new(cfg.cache_max)),
+        pending: Mutex::new(Coalescer::default()),
+        wake: Notify::new(),
+        need_resync: AtomicBool::new(false),
+        resyncs_done: AtomicU64::new(0),
+        last_resync_unix: AtomicI64::new(0),
+        last_commit: Mutex::new(None),
+        sent_at: Mutex::new(Default::default()),
+        inject,
+        m: Metrics::default(),
+        cfg,
+    });
+    info!(node = %sh.cfg.node, role = sh.cfg.role.as_str(), listen = %sh.cfg.listen, peer = %sh.cfg.peer, "conntrack-sync started");
+
+    {
+        let sh = sh.clone();
+        std::thread::Builder::new()
+            .name("ct-events".into())
+            .spawn(move || event_thread(events, sh))
+            .map_err(NlError::Io)?;
+    }
+    if let Some(rx) = inject_rx {
+        let sh = sh.clone();
+        std::thread::Builder::new()
+            .name("ct-inject".into())
+            .spawn(move || inject_thread(rx, sh))
+            .map_err(NlError::Io)?;
+    }
+    let tasks = vec![
+        tokio::spawn(replicate(sh.clone())),
+        tokio::spawn(accept_peers(sync_l, sh.clone())),
+        tokio::spawn(control(ctl_l, sh.clone())),
+    ];
+    let mut tasks = tasks;
+    if let Some(l) = metrics_l {
+        tasks.push(tokio::spawn(serve_metrics(l, sh.clone())));
+    }
+    shutdown.await;
+    info!("conntrack-sync stopping");
+    for t in tasks {
+        t.abort();
+    }
+    let _ = std::fs::remove_file(&sh.cfg.control_socket);
+    Ok(())
+}
+
+/// Reads kernel events; while active, queues accepted entries for the peer. An overrun
+/// asks the sender for a full resync.
+fn event_thread(mut sock: CtSocket, sh: Arc<Shared>) {
+    let mut evs = Vec::new();
+    loop {
+        evs.clear();
+        match sock.recv_events(&mut evs) {
+            Ok(()) => {}
+            Err(NlError::Overrun) => {
+                sh.m.overruns.inc();
+                if sh.active.load(Ordering::Relaxed) {
+                    sh.need_resync.store(true, Ordering::Relaxed);
+                    sh.wake.notify_one();
+                }
+                continue;
+            }
+            Err(NlError::Decode(e)) => {
+                warn!(error = %e, "undecodable conntrack event");
+                continue;
+            }
+            Err(e) => {
+                warn!(error = %e, "conntrack event socket failed");
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            }
+        }
+        if !sh.active.load(Ordering::Relaxed) {
+            continue;
+        }
+        let mut p = sh.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let before = p.coalesced;
+        for ev in evs.drain(..) {
+            if !sh.cfg.filter.accepts(&ev.entry) {
+                continue;
+            }
+            p.push(match ev.kind {
+                EventKind::Destroy => Update::Delete(ev.entry),
+                EventKind::New | EventKind::Update => Update::Upsert(ev.entry),
+            });
+        }
+        sh.m.coalesced.inc_by(p.coalesced - before);
+        drop(p);
+        sh.wake.notify_one();
+    }
+}
+
+fn inject_thread(rx: std::sync::mpsc::Receiver<Vec<Update>>, sh: Arc<Shared>) {
+    let mut sock = match CtSocket::open() {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "direct inject disabled: cannot open ctnetlink");
+            return;
+        }
+    };
+    while let Ok(batch) = rx.recv() {
+        let ups: Vec<_> = batch
+            .iter()
+            .filter_map(|u| match u {
+                Update::Upsert(e) => Some((e, e.timeout.max(1))),
+                Update::Delete(_) => None,
+            })
+            .collect();
+        match sock.commit(ups, sh.cfg.batch) {
+            Ok(r) => {
+                sh.m.injected.inc_by(r.committed);
+                sh.m.inject_failed.inc_by(r.failed);
+            }
+            Err(e) => warn!(error = %e, "direct inject failed"),
+        }
+        for u in &batch {
+            if let Update::Delete(e) = u
+                && sock.delete(e).is_err()
+            {
+                sh.m.inject_failed.inc();
+            }
+        }
+    }
+}
+
+async fn write_frame(
+    w: &mut (impl AsyncWriteExt + Unpin),
+    f: &Frame,
+    key: &Key,
+    nonce: &[u8; NONCE_LEN],
+) -> std::io::Result<()> {
+    let mut b = Vec::new();
+    proto::encode(f, key, nonce, &mut b);
+    w.write_all(&b).await
+}
+
+/// Reads one frame's bytes; `Ok(None)` at a clean end of stream.
+async fn read_frame(r: &mut (impl AsyncReadExt + Unpin)) -> Result<Option<Vec<u8>>, FrameError> {
+    let mut buf = vec![0u8; proto::HEADER_LEN];
+    match r.read_exact(&mut buf).await {
+        Ok(_) => {}
+        Err(_) => return Ok(None),
+    }
+    let total = proto::frame_len(&buf)?.unwrap_or(proto::HEADER_LEN);
+    buf.resize(total, 0);
+    if r.read_exact(&mut buf[proto::HEADER_LEN..]).await.is_err() {
+        return Ok(None);
+    }
+    Ok(Some(buf))
+}
+
+/// The active's side: connect to the peer, resync, then stream coalesced updates.
+async fn replicate(sh: Arc<Shared>) {
+    let mut role = sh.role.subscribe();
+    loop {
+        if *role.borrow_and_update() != Role::Active {
+            let _ = role.changed().await;
+            continue;
+        }
+        let conn =
+            tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(sh.cfg.peer)).await;
+        let stream = match conn {
+            Ok(Ok(s)) => s,
+            _ => {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        match session(stream, &sh, &mut role).await {
+            Ok(()) => info!("sync session ended"),
+            Err(e) => warn!(error = %e, "sync session failed"),
+        }
+        sh.m.peer_connected.set(0);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn session(
+    stream: TcpStream,
+    sh: &Arc<Shared>,
+    role: &mut watch::Receiver<Role>,
+) -> Result<(), String> {
+    let key = &sh.cfg.key;
+    let (mut r, mut w) = stream.into_split();
+    let my_nonce: [u8; NONCE_LEN] = random();
+    let session_id = u64::from_be_bytes(random());
+    let hello = Frame {
+        session: session_id,
+        seq: 0,
+        body: Body::Hello {
+            node: sh.cfg.node.clone(),
+            role: Role::Active,
+            nonce: my_nonce,
+        },
+    };
+    write_frame(&mut w, &hello, key, &[0; NONCE_LEN])
+        .await
+        .map_err(|e| e.to_string())?;
+    let raw = tokio::time::timeout(Duration::from_secs(3), read_frame(&mut r))
+        .await
+        .map_err(|_| "peer sent no hello".to_string())?
+        .map_err(|e| e.to_string())?
+        .ok_or("peer closed before hello")?;
+    let peer_nonce = match proto::decode(&raw, key, &[0; NONCE_LEN]) {
+        Ok(Frame {
+            body: Body::Hello { nonce, node, .. },
+            ..
+        }) => {
+            info!(peer = %node, "sync session up");
+            nonce
+        }
+        Ok(_) => return Err("peer's first frame is not a hello".into()),
+        Err(e) => {
+            sh.m.drop("handshake");
+            return Err(format!("peer hello refused: {e}"));
+        }
+    };
+    sh.m.peer_connected.set(1);
+
+    // Acks from the peer: replication lag.
+    let reader_sh = sh.clone();
+    let mut reader = tokio::spawn(async move {
+        let mut guard = ReplayGuard::default();
+        while let Ok(Some(raw)) = read_frame(&mut r).await {
+            match proto::decode(&raw, &reader_sh.cfg.key, &my_nonce) {
+                Ok(f) => {
+                    if guard.check(&f).is_err() {
+                        reader_sh.m.drop("replayed");
+                        continue;
+                    }
+                    if let Body::Ack { seq } = f.body {
+                        let mut q = reader_sh.sent_at.lock().unwrap_or_else(|e| e.into_inner());
+                        while let Some(&(s, at)) = q.front() {
+                            if s > seq {
+                                break;
+                            }
+                            q.pop_front();
+                            if s == seq {
+                                reader_sh.m.lag_ms.set(at.elapsed().as_millis() as i64);
+                            }
+                        }
+                    }
+                }
+                Err(FrameError::BadMac) => reader_sh.m.drop("bad_mac"),
+                Err(_) => reader_sh.m.drop("malformed"),
+            }
+        }
+    });
+
+    let mut seq = 0u64;
+    sh.need_resync.store(true, Ordering::Relaxed);
+    let result = loop {
+        if sh.need_resync.swap(false, Ordering::Relaxed)
+            && let Err(e) = resync(sh, &mut w, session_id, &mut seq, &peer_nonce).await
+        {
+            break Err(e);
+        }
+        // Flush everything pending, in frames of `batch` updates.
+        let mut failed = None;
+        loop {
+            let items = {
+                let mut p = sh.pending.lock().unwrap_or_else(|e| e.into_inner());
+                p.take(sh.cfg.batch)
+            };
+            if items.is_empty() {
+                break;
+            }
+            if let Err(e) = send_batch(sh, &mut w, session_id, &mut seq, &peer_nonce, items).await {
+                failed = Some(e);
+                break;
+            }
+        }
+        if let Some(e) = failed {
+            break Err(e);
+        }
+        tokio::select! {
+            _ = sh.wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = role.changed() => {
+                if *role.borrow() != Role::Active {
+                    break Ok(());
+                }
+            }
+            _ = &mut reader => break Err("peer closed the session".into()),
+        }
+    };
+    reader.abort();
+    result
+}
+
+async fn send_batch(
+    sh: &Shared,
+    w: &mut (impl AsyncWriteExt + Unpin),
+    session: u64,
+    seq: &mut u64,
+    nonce: &[u8; NONCE_LEN],
+    items: Vec<Update>,
+) -> Result<(), String> {
+    *seq += 1;
+    let n = items.len() as u64;
+    let f = Frame {
+        session,
+        seq: *seq,
+        body: Body::Batch(items),
+    };
+    sh.sent_at
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push_back((*seq, Instant::now()));
+    write_frame(w, &f, &sh.cfg.key, nonce)
+        .await
+        .map_err(|e| e.to_string())?;
+    sh.m.frames_sent.inc();
+    sh.m.updates_sent.inc_by(n);
+    Ok(())
+}
+
+async fn resync(
+    sh: &Arc<Shared>,
+    w: &mut (impl AsyncWriteExt + Unpin),
+    session: u64,
+    seq: &mut u64,
+    nonce: &[u8; NONCE_LEN],
+) -> Result<(), String> {
+    // Events queued before the dump are covered by it.
+    sh.pending
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take(usize::MAX);
+    let entries = tokio::task::spawn_blocking(|| CtSocket::open()?.dump())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let entries: Vec<_> = entries
+        .into_iter()
+        .filter(|e| sh.cfg.filter.accepts(e))
+        .collect();
+    let again = sh.resyncs_done.fetch_add(1, Ordering::Relaxed) > 0;
+    *seq += 1;
+    let begin = Frame {
+        session,
+        seq: *seq,
+        body: Body::ResyncBegin,
+    };
+    write_frame(w, &begin, &sh.cfg.key, nonce)
+        .await
+        .map_err(|e| e.to_string())?;
+    let n = entries.len() as u64;
+    let mut it = entries.into_iter().peekable();
+    while it.peek().is_some() {
+        let items: Vec<Update> = it.by_ref().take(sh.cfg.batch).map(Update::Upsert).collect();
+        send_batch(sh, w, session, seq, nonce, items).await?;
+    }
+    *seq += 1;
+    let end = Frame {
+        session,
+        seq: *seq,
+        body: Body::ResyncEnd,
+    };
+    write_frame(w, &end, &sh.cfg.key, nonce)
+        .await
+        .map_err(|e| e.to_string())?;
+    sh.m.frames_sent.inc_by(2);
+    sh.m.resyncs.inc();
+    if again {
+        sh.m.retransmitted.inc_by(n);
+    }
+    sh.last_resync_unix.store(unix_now(), Ordering::Relaxed);
+    info!(entries = n, "resync sent");
+    Ok(())
+}
+
+/// The standby's side: authenticated sessions from the peer fill the cache.
+async fn accept_peers(l: TcpListener, sh: Arc<Shared>) {
+    loop {
+        let Ok((s, from)) = l.accept().await else {
+            continue;
+        };
+        let _ = s.set_nodelay(true);
+        let sh = sh.clone();
+        tokio::spawn(async move {
+            if let Err(e) = receive(s, &sh).await {
+                warn!(peer = %from, error = %e, "sync session refused or ended");
+            }
+            sh.m.peer_connected.set(0);
+        });
+    }
+}
+
+async fn receive(stream: TcpStream, sh: &Arc<Shared>) -> Result<(), String> {
+    let key = &sh.cfg.key;
+    let (mut r, mut w) = stream.into_split();
+    let raw = tokio::time::timeout(Duration::from_secs(3), read_frame(&mut r))
+        .await
+        .map_err(|_| "no hello".to_string())?
+        .map_err(|e| {
+            sh.m.drop("malformed");
+            e.to_string()
+        })?
+        .ok_or("closed before hello")?;
+    let peer_nonce = match proto::decode(&raw, key, &[0; NONCE_LEN]) {
+        Ok(Frame {
+            body: Body::Hello { nonce, .. },
+            ..
+        }) => nonce,
+        Ok(_) => {
+            sh.m.drop("handshake");
+            return Err("first frame is not a hello".into());
+        }
+        Err(FrameError::BadMac) => {
+            sh.m.drop("bad_mac");
+            return Err("hello failed authentication".into());
+        }
+        Err(e) => {
+            sh.m.drop("malformed");
+            return Err(e.to_string());
+        }
+    };
+    let my_nonce: [u8; NONCE_LEN] = random();
+    let session_id = u64::from_be_bytes(random());
+    let mut my_seq = 0u64;
+    let my_role = *sh.role.borrow();
+    write_frame(
+        &mut w,
+        &Frame {
+            session: session_id,
+            seq: my_seq,
+            body: Body::Hello {
+                node: sh.cfg.node.clone(),
+                role: my_role,
+                nonce: my_nonce,
+            },
+        },
+        key,
+        &[0; NONCE_LEN],
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    sh.m.peer_connected.set(1);
+    let mut guard = ReplayGuard::default();
+    loop {
+        let raw = match read_frame(&mut r).await {
+            Ok(Some(raw)) => raw,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                // The framing is lost: nothing after this can be trusted to line up.
+                sh.m.drop("malformed");
+                return Err(e.to_string());
+            }
+        };
+        let f = match proto::decode(&raw, key, &my_nonce) {
+            Ok(f) => f,
+            Err(FrameError::BadMac) => {
+                sh.m.drop("bad_mac");
+                continue;
+            }
+            Err(_) => {
+                sh.m.drop("malformed");
+                continue;
+            }
+        };
+        if guard.check(&f).is_err() {
+            sh.m.drop("replayed");
+            continue;
+        }
+        sh.m.frames_received.inc();
+        let now = sh.now_ms();
+        match f.body {
+            Body::Batch(items) => {
+                sh.m.updates_received.inc_by(items.len() as u64);
+                if let Some(tx) = &sh.inject {
+                    let _ = tx.send(items.clone());
+                }
+                let mut c = sh.cache.lock().unwrap_or_else(|e| e.into_inner());
+                for u in items {
+                    if c.apply(u, now) == Applied::Full {
+                        sh.m.drop("cache_full");
+                    }
+                }
+                sh.m.cache_entries.set(c.len() as i64);
+            }
+            Body::ResyncBegin => {
+                sh.cache
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .begin_resync();
+            }
+            Body::ResyncEnd => {
+                let mut c = sh.cache.lock().unwrap_or_else(|e| e.into_inner());
+                c.end_resync();
+                sh.m.cache_entries.set(c.len() as i64);
+                sh.m.resyncs.inc();
+                sh.last_resync_unix.store(unix_now(), Ordering::Relaxed);
+            }
+            Body::Hello { .. } | Body::Ack { .. } => continue,
+        }
+        my_seq += 1;
+        let ack = Frame {
+            session: session_id,
+            seq: my_seq,
+            body: Body::Ack { seq: f.seq },
+        };
+        write_frame(&mut w, &ack, key, &peer_nonce)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+}
+
+/// Commits the cache into the kernel; blocking until done.
+async fn commit(sh: &Arc<Shared>) -> Result<serde_json::Value, String> {
+    let now = sh.now_ms();
+    let entries: Vec<_> = {
+        let c = sh.cache.lock().unwrap_or_else(|e| e.into_inner());
+        c.entries()
+            .map(|e| (e.entry.clone(), remaining_timeout(e, now)))
+            .collect()
+    };
+    let batch = sh.cfg.batch;
+    let started = Instant::now();
+    let report: CommitReport = tokio::task::spawn_blocking(move || {
+        CtSocket::open()?.commit(entries.iter().map(|(e, t)| (e, *t)), batch)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    sh.m.commit_ms.set(ms as i64);
+    sh.m.committed.inc_by(report.committed);
+    sh.m.commit_failed.inc_by(report.failed);
+    let v = json!({
+        "attempted": report.attempted,
+        "committed": report.committed,
+        "failed": report.failed,
+        "errors": report.errors,
+        "duration_ms": ms,
+        "at_unix": unix_now(),
+    });
+    info!(
+        committed = report.committed,
+        failed = report.failed,
+        duration_ms = ms,
+        "commit done"
+    );
+    *sh.last_commit.lock().unwrap_or_else(|e| e.into_inner()) = Some(v.clone());
+    Ok(v)
+}
+
+fn status(sh: &Shared) -> serde_json::Value {
+    let cached = sh.cache.lock().unwrap_or_else(|e| e.into_inner()).len();
+    let last = sh.last_resync_unix.load(Ordering::Relaxed);
+    json!({
+        "node": sh.cfg.node,
+        "role": sh.role.borrow().as_str(),
+        "peer": sh.cfg.peer.to_string(),
+        "peer_connected": sh.m.peer_connected.get() == 1,
+        "entries_cached": cached,
+        "cache_max": sh.cfg.cache_max,
+        "pending": sh.pending.lock().unwrap_or_else(|e| e.into_inner()).len(),
+        "replication_lag_ms": sh.m.lag_ms.get(),
+        "direct_inject": sh.cfg.direct_inject,
+        "messages": {
+            "sent": sh.m.frames_sent.get(),
+            "updates_sent": sh.m.updates_sent.get(),
+            "received": sh.m.frames_received.get(),
+            "updates_received": sh.m.updates_received.get(),
+            "retransmitted": sh.m.retransmitted.get(),
+            "dropped": sh.m.dropped_json(),
+            "coalesced": sh.m.coalesced.get(),
+        },
+        "event_overruns": sh.m.overruns.get(),
+        "resyncs": sh.m.resyncs.get(),
+        "last_resync_unix": (last > 0).then_some(last),
+        "last_commit": *sh.last_commit.lock().unwrap_or_else(|e| e.into_inner()),
+        "injected": sh.m.injected.get(),
+        "inject_failed": sh.m.inject_failed.get(),
+    })
+}
+
+async fn control(l: UnixListener, sh: Arc<Shared>) {
+    loop {
+        let Ok((s, _)) = l.accept().await else {
+            continue;
+        };
+        let sh = sh.clone();
+        tokio::spawn(async move {
+            let (r, mut w) = s.into_split();
+            let mut line = String::new();
+            if BufReader::new(r).read_line(&mut line).await.is_err() {
+                return;
+            }
+            let resp = match serde_json::from_str::<igw_core::control::Request>(&line) {
+                Err(e) => igw_core::control::Response::err(format!("bad request: {e}")),
+                Ok(req) => handle(&sh, req).await,
+            };
+            let mut out = serde_json::to_vec(&resp).unwrap_or_default();
+            out.push(b'\n');
+            let _ = w.write_all(&out).await;
+        });
+    }
+}
+
+async fn handle(sh: &Arc<Shared>, req: igw_core::control::Request) -> igw_core::control::Response {
+    use igw_core::control::Response;
+    match req.cmd.as_str() {
+        "status" => Response::ok(status(sh)),
+        "commit" => match commit(sh).await {
+            Ok(v) => Response::ok(v),
+            Err(e) => Response::err(format!("commit failed: {e}")),
+        },
+        "set-role" => {
+            let r = req.args.get("role").and_then(|r| r.as_str()).unwrap_or("");
+            match r.parse::<Role>() {
+                Ok(role) => {
+                    sh.active.store(role == Role::Active, Ordering::Relaxed);
+                    sh.role.send_replace(role);
+                    info!(role = role.as_str(), "role set");
+                    Response::ok(json!({"role": role.as_str()}))
+                }
+                Err(e) => Response::err(e),
+            }
+        }
+        other => Response::err(format!(
+            "unknown command {other:?}; conntrack-sync knows status, commit, set-role"
+        )),
+    }
+}
+
+async fn serve_metrics(l: TcpListener, sh: Arc<Shared>) {
+    let registry = sh.m.registry();
+    let registry = Arc::new(registry);
+    loop {
+        let Ok((mut s, _)) = l.accept().await else {
+            continue;
+        };
+        let registry = registry.clone();
+        let sh = sh.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let mut got = 0;
+            // Read the request head (bounded), whatever it asks: there is one page.
+            while got < buf.len() {
+                match tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf[got..])).await {
+                    Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
+                    Ok(Ok(n)) => got += n,
+                }
+                if buf[..got].windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+            let n = sh.cache.lock().unwrap_or_else(|e| e.into_inner()).len();
+            sh.m.cache_entries.set(n as i64);
+            let mut body = String::new();
+            let _ = encode(&mut body, &registry);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(head.as_bytes()).await;
+            let _ = s.write_all(body.as_bytes()).await;
+        });
+    }
+}

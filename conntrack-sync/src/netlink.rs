@@ -1,0 +1,295 @@
+//! ctnetlink I/O on `netlink-sys`: dump the table, receive events, commit entries with
+//! batched CT_NEW. Blocking calls: the daemon runs them on their own threads.
+
+use std::collections::BTreeMap;
+use std::io;
+
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
+
+use crate::DecodeError;
+use crate::ct::{
+    self, CtEntry, CtMessage, IPCTNL_MSG_CT_DELETE, IPCTNL_MSG_CT_NEW, NLM_F_CREATE, NLM_F_EXCL,
+    NLMSG_DONE, NLMSG_ERROR,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NlError {
+    #[error("ctnetlink socket: {0}")]
+    Io(#[from] io::Error),
+    #[error("ctnetlink: the kernel dropped events (receive buffer overrun); a resync is needed")]
+    Overrun,
+    #[error("ctnetlink message undecodable: {0}")]
+    Decode(#[from] DecodeError),
+    #[error("ctnetlink request refused: errno {0}")]
+    Kernel(i32),
+}
+
+/// What an event says about an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    New,
+    Update,
+    Destroy,
+}
+
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub kind: EventKind,
+    pub entry: CtEntry,
+}
+
+/// Outcome of a commit: per-entry failures are counted by errno, never fatal.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CommitReport {
+    pub attempted: u64,
+    pub committed: u64,
+    pub failed: u64,
+    /// errno -> count.
+    pub errors: BTreeMap<i32, u64>,
+}
+
+pub struct CtSocket {
+    sock: Socket,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for CtSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CtSocket").field("seq", &self.seq).finish()
+    }
+}
+
+const RECV_BUF: usize = 1 << 20;
+
+impl CtSocket {
+    /// A socket for requests (dump, commit).
+    pub fn open() -> Result<Self, NlError> {
+        let mut sock = Socket::new(NETLINK_NETFILTER)?;
+        sock.bind_auto()?;
+        // Acks without a copy of the request keep a large batch's answers small.
+        sock.set_cap_ack(true)?;
+        sock.set_ext_ack(false)?;
+        Ok(CtSocket {
+            sock,
+            seq: 1,
+            buf: Vec::with_capacity(RECV_BUF),
+        })
+    }
+
+    /// A socket subscribed to NEW, UPDATE and DESTROY events with a receive buffer of
+    /// `rcvbuf` bytes (forced past `rmem_max`: a burst of events must not overrun it).
+    pub fn events(rcvbuf: usize) -> Result<Self, NlError> {
+        let mut sock = Socket::new(NETLINK_NETFILTER)?;
+        let groups = (1 << (ct::NFNLGRP_CONNTRACK_NEW - 1))
+            | (1 << (ct::NFNLGRP_CONNTRACK_UPDATE - 1))
+            | (1 << (ct::NFNLGRP_CONNTRACK_DESTROY - 1));
+        sock.bind(&SocketAddr::new(0, groups))?;
+        force_rcvbuf(&sock, rcvbuf)?;
+        Ok(CtSocket {
+            sock,
+            seq: 1,
+            buf: Vec::with_capacity(RECV_BUF),
+        })
+    }
+
+    fn recv(&mut self) -> Result<(), NlError> {
+        self.buf.clear();
+        match self.sock.recv(&mut self.buf, 0) {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => Err(NlError::Overrun),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Dumps the whole table (both families) and returns the raw messages.
+    pub fn dump_raw(&mut self) -> Result<Vec<Vec<u8>>, NlError> {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        self.sock
+            .send(&ct::dump_request(seq, libc::AF_UNSPEC as u8), 0)?;
+        let mut out = Vec::new();
+        loop {
+            self.recv()?;
+            for (h, body) in ct::split_messages(&self.buf)? {
+                match h.kind {
+                    NLMSG_DONE => return Ok(out),
+                    NLMSG_ERROR => {
+                        let code = ct::error_code(body)?;
+                        if code != 0 {
+                            return Err(NlError::Kernel(-code));
+                        }
+                    }
+                    _ => {
+                        let mut m = Vec::with_capacity(16 + body.len());
+                        m.extend_from_slice(&(16 + body.len() as u32).to_ne_bytes());
+                        m.extend_from_slice(&h.kind.to_ne_bytes());
+                        m.extend_from_slice(&h.flags.to_ne_bytes());
+                        m.extend_from_slice(&h.seq.to_ne_bytes());
+                        m.extend_from_slice(&h.pid.to_ne_bytes());
+                        m.extend_from_slice(body);
+                        out.push(m);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Dumps the whole table as entries.
+    pub fn dump(&mut self) -> Result<Vec<CtEntry>, NlError> {
+        let mut out = Vec::new();
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        self.sock
+            .send(&ct::dump_request(seq, libc::AF_UNSPEC as u8), 0)?;
+        loop {
+            self.recv()?;
+            for (h, body) in ct::split_messages(&self.buf)? {
+                match h.kind {
+                    NLMSG_DONE => return Ok(out),
+                    NLMSG_ERROR => {
+                        let code = ct::error_code(body)?;
+                        if code != 0 {
+                            return Err(NlError::Kernel(-code));
+                        }
+                    }
+                    _ => {
+                        let m = CtMessage::parse(h, body)?;
+                        if let Some(e) = CtEntry::from_attrs(&m.attrs) {
+                            out.push(e);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits for the next datagram of events and appends them to `out`.
+    pub fn recv_events(&mut self, out: &mut Vec<Event>) -> Result<(), NlError> {
+        self.recv()?;
+        for (h, body) in ct::split_messages(&self.buf)? {
+            let m = CtMessage::parse(h, body)?;
+            let kind = match m.ct_type() {
+                Some(IPCTNL_MSG_CT_NEW) if h.flags & (NLM_F_CREATE | NLM_F_EXCL) != 0 => {
+                    EventKind::New
+                }
+                Some(IPCTNL_MSG_CT_NEW) => EventKind::Update,
+                Some(IPCTNL_MSG_CT_DELETE) => EventKind::Destroy,
+                _ => continue,
+            };
+            if let Some(entry) = CtEntry::from_attrs(&m.attrs) {
+                out.push(Event { kind, entry });
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates (or updates) entries with batched CT_NEW, `batch` messages per datagram.
+    /// A refused entry is counted by errno; the rest go on.
+    pub fn commit<'a>(
+        &mut self,
+        entries: impl IntoIterator<Item = (&'a CtEntry, u32)>,
+        batch: usize,
+    ) -> Result<CommitReport, NlError> {
+        let mut report = CommitReport::default();
+        let mut out = Vec::with_capacity(batch * 256);
+        let mut pending = 0usize;
+        for (e, timeout) in entries {
+            self.seq = self.seq.wrapping_add(1);
+            ct::create_request(e, self.seq, timeout, &mut out);
+            pending += 1;
+            report.attempted += 1;
+            if pending == batch {
+                self.flush(&mut out, &mut pending, &mut report)?;
+            }
+        }
+        self.flush(&mut out, &mut pending, &mut report)?;
+        Ok(report)
+    }
+
+    fn flush(
+        &mut self,
+        out: &mut Vec<u8>,
+        pending: &mut usize,
+        report: &mut CommitReport,
+    ) -> Result<(), NlError> {
+        if *pending == 0 {
+            return Ok(());
+        }
+        self.sock.send(out, 0)?;
+        out.clear();
+        while *pending > 0 {
+            self.recv()?;
+            for (h, body) in ct::split_messages(&self.buf)? {
+                if h.kind != NLMSG_ERROR {
+                    continue;
+                }
+                *pending = pending.saturating_sub(1);
+                match ct::error_code(body)? {
+                    0 => report.committed += 1,
+                    code => {
+                        report.failed += 1;
+                        *report.errors.entry(-code).or_default() += 1;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes one entry by its original tuple (direct-inject mode).
+    pub fn delete(&mut self, e: &CtEntry) -> Result<(), NlError> {
+        self.seq = self.seq.wrapping_add(1);
+        let mut attrs = vec![ct::CtAttr::TupleOrig(e.orig.clone())];
+        if e.zone != 0 {
+            attrs.push(ct::CtAttr::Zone(e.zone));
+        }
+        let mut out = Vec::new();
+        CtMessage::request(
+            IPCTNL_MSG_CT_DELETE,
+            ct::NLM_F_ACK,
+            self.seq,
+            e.orig.family(),
+            attrs,
+        )
+        .emit(&mut out);
+        self.sock.send(&out, 0)?;
+        loop {
+            self.recv()?;
+            for (h, body) in ct::split_messages(&self.buf)? {
+                if h.kind == NLMSG_ERROR {
+                    return match ct::error_code(body)? {
+                        0 => Ok(()),
+                        c => Err(NlError::Kernel(-c)),
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// `SO_RCVBUFFORCE` (needs CAP_NET_ADMIN), falling back to `SO_RCVBUF` (capped by
+/// `net.core.rmem_max`) when not permitted.
+#[expect(
+    unsafe_code,
+    reason = "setsockopt(SO_RCVBUFFORCE) has no safe wrapper in netlink-sys or socket2"
+)]
+fn force_rcvbuf(sock: &Socket, size: usize) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let v: libc::c_int = size.min(i32::MAX as usize) as libc::c_int;
+    // SAFETY: the fd is a live socket owned by `sock`; the option value is a c_int whose
+    // address and size are passed together.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    sock.set_rx_buf_sz(v)
+}

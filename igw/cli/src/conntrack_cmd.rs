@@ -1,0 +1,272 @@
+//! `igw conntrack-sync` (the daemon) and `igw conntrack status|commit|set-role|dump` (the
+//! operator's view of it and of the kernel table).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use igw_conntrack_sync::ct::{CtEntry, CtMessage, split_messages};
+use igw_conntrack_sync::daemon::{self, DaemonConfig};
+use igw_conntrack_sync::netlink::CtSocket;
+use igw_conntrack_sync::proto::{Key, Role};
+use igw_conntrack_sync::state::Filter;
+use igw_core::control::{self, Daemon, Request};
+use igw_core::{NodeConfig, Policy};
+
+use crate::{CliError, Global};
+
+/// Options of the daemon.
+#[derive(Debug, clap::Args)]
+pub struct SyncArgs {
+    /// Role at start; the arbiter changes it with `set-role`.
+    #[arg(long, default_value = "standby", value_parser = ["active", "standby"])]
+    pub role: String,
+    /// Bound of the standby cache, in entries.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub cache_max: usize,
+    /// Write every received entry into this node's kernel table at once, instead of
+    /// keeping it in the cache until `commit` (see conntrack-sync/README.md).
+    #[arg(long)]
+    pub direct_inject: bool,
+    /// Replicate only entries whose original source is a tenant subnet of the policy;
+    /// by default entries with SNAT status are replicated too.
+    #[arg(long)]
+    pub tenants_only: bool,
+    /// Updates per sync frame and CT_NEW messages per netlink datagram.
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
+    /// Event socket receive buffer, MiB.
+    #[arg(long, default_value_t = 64)]
+    pub rcvbuf_mib: usize,
+    /// No metrics endpoint.
+    #[arg(long)]
+    pub no_metrics: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Cmd {
+    /// Role, peer session, entries cached, replication lag, message counters, last resync
+    /// and last commit of the running `igw conntrack-sync`.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Commit the standby cache into this node's kernel (batched CT_NEW with the NAT
+    /// bindings); waits until done and prints counts and duration.
+    Commit,
+    /// Set the daemon's role (normally the arbiter's job).
+    SetRole {
+        #[arg(value_parser = ["active", "standby"])]
+        role: String,
+    },
+    /// Dump this node's kernel conntrack table as ctnetlink decodes it (no daemon needed).
+    Dump {
+        /// Print each message's bytes in hex as well (captures for codec tests).
+        #[arg(long)]
+        hex: bool,
+    },
+}
+
+fn run_dir(g: &Global) -> Result<PathBuf, CliError> {
+    Ok(NodeConfig::load(&g.node)?.control.run_dir)
+}
+
+fn call(g: &Global, req: &Request, timeout: Duration) -> Result<serde_json::Value, CliError> {
+    let dir = run_dir(g)?;
+    let r =
+        control::call(&dir, Daemon::ConntrackSync, req, timeout).map_err(anyhow::Error::from)?;
+    if !r.ok {
+        return Err(anyhow!(r.error.unwrap_or_else(|| "refused".into())).into());
+    }
+    Ok(r.data)
+}
+
+pub fn run(g: &Global, a: &Args) -> Result<(), CliError> {
+    match &a.cmd {
+        Cmd::Status { json } => {
+            let d = call(g, &Request::new("status"), Duration::from_secs(5))?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&d).unwrap_or_default());
+            } else {
+                print_status(&d);
+            }
+        }
+        Cmd::Commit => {
+            let d = call(g, &Request::new("commit"), Duration::from_secs(600))?;
+            println!(
+                "committed {} of {} entries ({} failed) in {:.1} ms",
+                d["committed"],
+                d["attempted"],
+                d["failed"],
+                d["duration_ms"].as_f64().unwrap_or(0.0)
+            );
+            if d["failed"].as_u64().unwrap_or(0) > 0 {
+                println!("failures by errno: {}", d["errors"]);
+            }
+        }
+        Cmd::SetRole { role } => {
+            let d = call(
+                g,
+                &Request::with_args("set-role", serde_json::json!({ "role": role })),
+                Duration::from_secs(5),
+            )?;
+            println!("role: {}", d["role"].as_str().unwrap_or("?"));
+        }
+        Cmd::Dump { hex } => dump(*hex)?,
+    }
+    Ok(())
+}
+
+fn print_status(d: &serde_json::Value) {
+    let m = &d["messages"];
+    println!("node:            {}", d["node"].as_str().unwrap_or("?"));
+    println!("role:            {}", d["role"].as_str().unwrap_or("?"));
+    println!(
+        "peer:            {} connected={}",
+        d["peer"].as_str().unwrap_or("?"),
+        d["peer_connected"]
+    );
+    println!(
+        "entries cached:  {} (max {})",
+        d["entries_cached"], d["cache_max"]
+    );
+    println!("replication lag: {} ms", d["replication_lag_ms"]);
+    println!(
+        "messages:        sent {} ({} updates), received {} ({} updates), retransmitted {}, coalesced {}",
+        m["sent"],
+        m["updates_sent"],
+        m["received"],
+        m["updates_received"],
+        m["retransmitted"],
+        m["coalesced"]
+    );
+    println!("dropped:         {}", m["dropped"]);
+    println!(
+        "event overruns:  {}   resyncs: {}",
+        d["event_overruns"], d["resyncs"]
+    );
+    println!("last resync:     {}", d["last_resync_unix"]);
+    println!("last commit:     {}", d["last_commit"]);
+}
+
+fn dump(hex: bool) -> Result<(), CliError> {
+    let mut s = CtSocket::open().context("opening ctnetlink")?;
+    for raw in s.dump_raw().context("dumping conntrack")? {
+        if hex {
+            let h: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+            println!("{h}");
+        }
+        for (h, body) in split_messages(&raw).map_err(|e| anyhow!("{e}"))? {
+            let m = CtMessage::parse(h, body).map_err(|e| anyhow!("{e}"))?;
+            if let Some(e) = CtEntry::from_attrs(&m.attrs) {
+                println!("{}", describe(&e));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn describe(e: &CtEntry) -> String {
+    let port = |p: Option<u16>| p.map(|p| format!(":{p}")).unwrap_or_default();
+    format!(
+        "proto={} {}{} -> {}{} | reply {}{} -> {}{} status={:#x} timeout={} mark={} zone={}{}{}",
+        e.orig.proto,
+        e.orig.src,
+        port(e.orig.src_port),
+        e.orig.dst,
+        port(e.orig.dst_port),
+        e.reply.src,
+        port(e.reply.src_port),
+        e.reply.dst,
+        port(e.reply.dst_port),
+        e.status,
+        e.timeout,
+        e.mark,
+        e.zone,
+        e.snat()
+            .map(|n| format!(" snat={}", n.min_ip))
+            .unwrap_or_default(),
+        e.dnat()
+            .map(|n| format!(" dnat={}", n.min_ip))
+            .unwrap_or_default(),
+    )
+}
+
+pub fn run_daemon(g: &Global, a: &SyncArgs) -> Result<(), CliError> {
+    let node = NodeConfig::load(&g.node)?;
+    let key_path = if node.sync.key_file.is_relative() {
+        g.node
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join(&node.sync.key_file)
+    } else {
+        node.sync.key_file.clone()
+    };
+    let key_bytes = std::fs::read(&key_path)
+        .with_context(|| format!("reading the sync key {}", key_path.display()))?;
+    let key = Key::from_file_bytes(&key_bytes)
+        .map_err(|e| anyhow!("sync key {}: {e}", key_path.display()))?;
+    // Tenant subnets come from the policy; without a readable policy only SNAT entries
+    // qualify (and --tenants-only then replicates nothing: refuse that).
+    let sources = match Policy::load(&g.policy) {
+        Ok(p) => p.tenants.iter().flat_map(|t| t.subnets.clone()).collect(),
+        Err(e) if a.tenants_only => return Err(e.into()),
+        Err(e) => {
+            tracing::warn!(error = %e, "no policy: replicating SNAT entries only");
+            Vec::new()
+        }
+    };
+    let mut exclude: Vec<IpAddr> = vec![node.sync.address, node.peer.sync_address];
+    exclude.extend(node.peer.fabric_address);
+    exclude.extend(node.bgp.tor.iter().filter_map(|p| p.address));
+    exclude.extend(node.bgp.upstream.iter().filter_map(|p| p.address));
+    let metrics = (!a.no_metrics).then(|| {
+        let mut m = node.control.metrics;
+        m.set_port(m.port() + Daemon::ConntrackSync.metrics_port_offset());
+        m
+    });
+    let cfg = DaemonConfig {
+        node: node.node.name.clone(),
+        listen: SocketAddr::new(node.sync.address, node.sync.port),
+        peer: SocketAddr::new(node.peer.sync_address, node.sync.port),
+        key,
+        filter: Filter {
+            sources,
+            snat: !a.tenants_only,
+            exclude,
+        },
+        role: a.role.parse::<Role>().map_err(|e| anyhow!(e))?,
+        control_socket: Daemon::ConntrackSync.socket(&node.control.run_dir),
+        metrics,
+        cache_max: a.cache_max,
+        direct_inject: a.direct_inject,
+        batch: a.batch.max(1),
+        rcvbuf: a.rcvbuf_mib << 20,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        let stop = async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        };
+        daemon::run(cfg, stop).await.map_err(anyhow::Error::from)
+    })?;
+    // The event thread blocks in recv(); leave without waiting for it.
+    rt.shutdown_timeout(Duration::from_millis(100));
+    Ok(())
+}
