@@ -1,6 +1,11 @@
 //! FRR instances in test namespaces: one pathspace (`-N`) per namespace, daemons in the
 //! foreground as [`Proc`]es (killed by PID on drop), each with its own log, and `vtysh`
 //! helpers. Recipe from ../shared/TESTBED.md ("FRR in namespaces").
+//!
+//! The daemons start empty and the integrated config is applied with `vtysh -f`, as
+//! `vtysh -b` does at boot: a daemon given the whole file with `-f` skips the blocks it does
+//! not know (bgpd: `bfd`), and their `exit` lines then leave configuration mode, so every
+//! later line (`router bgp`) is refused.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,9 +33,12 @@ impl Frr {
         let dir = TempDir::new("frr");
         let conf_path = dir.join("frr.conf");
         std::fs::write(&conf_path, conf).expect("write frr.conf");
+        let empty = dir.join("empty.conf");
+        std::fs::write(&empty, "").expect("write empty.conf");
         // FRR drops privileges to user frr: it must read the config and own its run dir.
         run(&["chmod", "755", dir.path().to_str().expect("utf-8 path")]);
         run(&["chmod", "644", conf_path.to_str().expect("utf-8 path")]);
+        run(&["chmod", "644", empty.to_str().expect("utf-8 path")]);
         let run_dir = Path::new("/var/run/frr").join(&name);
         std::fs::create_dir_all(&run_dir).expect("create FRR run dir");
         run(&["chown", "frr:frr", run_dir.to_str().expect("utf-8 path")]);
@@ -41,7 +49,7 @@ impl Frr {
             run_dir,
             procs: Vec::new(),
         };
-        frr.daemon("zebra", &conf_path);
+        frr.daemon("zebra", &empty);
         let api = frr.run_dir.join("zserv.api");
         if wait_for(Duration::from_secs(10), || api.exists().then_some(())).is_none() {
             panic!(
@@ -52,7 +60,7 @@ impl Frr {
             );
         }
         for d in daemons {
-            frr.daemon(d, &conf_path);
+            frr.daemon(d, &empty);
         }
         for d in std::iter::once("zebra").chain(daemons.iter().copied()) {
             let up = wait_for(Duration::from_secs(10), || {
@@ -69,6 +77,16 @@ impl Frr {
                 );
             }
         }
+        let c = conf_path.to_str().expect("utf-8 path");
+        let out = frr.ns.try_exec(&["vtysh", "-N", &frr.name, "-f", c]);
+        assert!(
+            out.status.success(),
+            "FRR in {} refuses its config:\n{}{}\n--- config:\n{conf}\n{}",
+            frr.name,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            frr.logs()
+        );
         frr
     }
 

@@ -397,12 +397,14 @@ mod tests {
     #[test]
     fn frr_starts_in_a_namespace_and_answers() {
         let ns = Netns::new("frr");
-        let conf = "frr defaults datacenter\nhostname t\nrouter bgp 65000\n bgp router-id 198.19.0.254\nexit\n";
+        // A bfd block before router bgp: applied whole by vtysh, each part to its daemon.
+        let conf = "frr defaults datacenter\nhostname t\nbfd\n profile p\n  detect-multiplier 3\n exit\nexit\nrouter bgp 65000\n bgp router-id 198.19.0.254\nexit\n";
         let frr = frr::Frr::start(&ns, conf, &["bfdd", "bgpd"]);
         let out = frr.vtysh(&["show bgp summary json"]);
         assert!(out.trim_start().starts_with('{'), "{out}");
         let running = frr.vtysh(&["show running-config"]);
         assert!(running.contains("router bgp 65000"), "{running}");
+        assert!(running.contains("profile p"), "{running}");
     }
 
     #[test]
