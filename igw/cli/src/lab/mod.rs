@@ -3,6 +3,8 @@
 //! daemon from this binary, and an "Internet" namespace with HTTP/HTTPS origins and an echo
 //! service. Only the lab's own namespaces carry its traffic (../shared/TESTBED.md).
 
+mod frr;
+mod gateway;
 mod net;
 mod topo;
 mod traffic;
@@ -186,13 +188,31 @@ impl Lab {
     /// Starts a long-running process in a host's namespace, in its own process group (so it
     /// outlives this command), with output to `<dir>/logs/<name>.log`; records its PID.
     fn spawn(&mut self, host: &str, name: &str, cmd: &[&str]) -> Result<u32> {
+        let ns = self.ns(host);
+        self.spawn_with(host, name, &["ip", "netns", "exec", &ns], cmd)
+    }
+
+    /// Like [`Lab::spawn`], but joins only the network namespace (`nsenter --net`), without
+    /// the /etc/netns bind mounts of `ip netns exec`: FRR's bgpd refuses `router bgp` when
+    /// started under them (seen with FRR 8.4 here).
+    fn spawn_net_only(&mut self, host: &str, name: &str, cmd: &[&str]) -> Result<u32> {
+        let net = format!("--net=/run/netns/{}", self.ns(host));
+        self.spawn_with(host, name, &["nsenter", &net, "--"], cmd)
+    }
+
+    fn spawn_with(
+        &mut self,
+        host: &str,
+        name: &str,
+        wrapper: &[&str],
+        cmd: &[&str],
+    ) -> Result<u32> {
         let logs = self.dir.join("logs");
         fs::create_dir_all(&logs)?;
         let log = logs.join(format!("{name}.log"));
         let f = fs::File::create(&log)?;
-        let ns = self.ns(host);
-        let child = Command::new("ip")
-            .args(["netns", "exec", &ns])
+        let child = Command::new(wrapper[0])
+            .args(&wrapper[1..])
             .args(cmd)
             .stdin(Stdio::null())
             .stdout(f.try_clone()?)
@@ -257,7 +277,7 @@ fn up(prefix: &str, dir: &Path) -> Result<()> {
     let started = Instant::now();
     let r = build(&mut lab);
     if let Err(e) = r {
-        eprintln!("lab: up failed; tearing down what was built");
+        eprintln!("lab: up failed");
         for p in &lab.state.procs {
             let log = fs::read_to_string(&p.log).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(15).collect();
@@ -266,7 +286,11 @@ fn up(prefix: &str, dir: &Path) -> Result<()> {
                 eprintln!("    {l}");
             }
         }
-        let _ = down(prefix, dir);
+        if std::env::var_os("IGW_LAB_KEEP").is_some() {
+            eprintln!("lab: IGW_LAB_KEEP is set: leaving the lab up for inspection");
+        } else {
+            let _ = down(prefix, dir);
+        }
         return Err(e);
     }
     println!(
@@ -355,6 +379,28 @@ fn build(lab: &mut Lab) -> Result<()> {
         bail!(
             "origin did not start; see {}",
             lab.dir.join("logs/origin.log").display()
+        );
+    }
+    lab.step("bundles of igw-a and igw-b (examples/small, lab paths)");
+    let a = gateway::bundle(lab, "igw-a")?;
+    let b = gateway::bundle(lab, "igw-b")?;
+    lab.step("FRR on the ToR and the upstream");
+    gateway::routers(lab, &a)?;
+    for (gw, bundle) in [("igw-a", &a), ("igw-b", &b)] {
+        lab.step(&format!("{gw}: FRR (as standby until its arbiter decides)"));
+        gateway::gateway_frr(lab, gw, bundle)?;
+    }
+    lab.step("waiting for BGP: the ToR learns the default route, the upstream the NAT pool");
+    let converged = wait(Duration::from_secs(30), || {
+        let tor = frr::vtysh(lab, "tor", "show ip route 0.0.0.0/0 json").unwrap_or_default();
+        let up =
+            frr::vtysh(lab, "upstream", "show ip route 198.51.100.10/32 json").unwrap_or_default();
+        tor.contains("\"bgp\"") && up.contains("\"bgp\"")
+    });
+    if !converged {
+        bail!(
+            "BGP did not converge in 30 s; see {}/logs/*-bgpd.log",
+            lab.dir.display()
         );
     }
     Ok(())

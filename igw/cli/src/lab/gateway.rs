@@ -1,0 +1,121 @@
+//! The lab's routers and gateway nodes: FRR on the ToR and the upstream (rendered by the
+//! fabric module's test-side renderer), and on igw-a / igw-b each node's bundle (the
+//! examples/small files, pointed at lab paths), its ruleset, its FRR, and every igw daemon.
+
+use std::fs;
+use std::net::IpAddr;
+
+use anyhow::{Context, Result, anyhow};
+use igw_core::{NodeConfig, Policy};
+use igw_fabric::render::{self, RouterSpec};
+use ipnet::IpNet;
+
+use super::{Lab, frr, topo};
+
+const NODE_A: &str = include_str!("../../../../examples/small/node-a.toml");
+const NODE_B: &str = include_str!("../../../../examples/small/node-b.toml");
+const POLICY: &str = include_str!("../../../../examples/small/policy.toml");
+const PSK: &str = include_str!("../../../../examples/small/psk");
+
+/// A gateway's files in the lab's state directory (`<state>/<gw>/node.toml`, ...).
+pub struct Bundle {
+    pub node: NodeConfig,
+    pub policy: Policy,
+}
+
+/// This gateway's address on the link toward `neighbor` (from the topology).
+fn gw_addr(gw: &str, neighbor: &str) -> Result<IpAddr> {
+    let l = topo::LINKS
+        .iter()
+        .find(|l| {
+            (l.a.host == gw && l.b.host == neighbor) || (l.b.host == gw && l.a.host == neighbor)
+        })
+        .ok_or_else(|| anyhow!("no lab link {gw}-{neighbor}"))?;
+    let end = if l.a.host == gw { l.a } else { l.b };
+    let a: IpNet = end.addrs[0].parse()?;
+    Ok(a.addr())
+}
+
+/// Writes igw-a's or igw-b's bundle: the example files with the lab's run directory, FRR
+/// pathspace and key file.
+pub fn bundle(lab: &Lab, gw: &str) -> Result<Bundle> {
+    let src = if gw == "igw-a" { NODE_A } else { NODE_B };
+    let dir = lab.dir.join(gw);
+    fs::create_dir_all(&dir)?;
+    let mut t: toml::Table = src.parse().context("example node file")?;
+    let mut control = toml::Table::new();
+    control.insert(
+        "run_dir".into(),
+        dir.join("run").to_string_lossy().into_owned().into(),
+    );
+    t.insert("control".into(), control.into());
+    let mut fabric = toml::Table::new();
+    fabric.insert("frr_pathspace".into(), lab.ns(gw).into());
+    t.insert("fabric".into(), fabric.into());
+    if let Some(sync) = t.get_mut("sync").and_then(|s| s.as_table_mut()) {
+        sync.insert(
+            "key_file".into(),
+            dir.join("psk").to_string_lossy().into_owned().into(),
+        );
+    }
+    let text = format!(
+        "# {gw} in the igw lab (examples/small with lab paths)\n{}",
+        toml::to_string(&t)?
+    );
+    fs::write(dir.join("node.toml"), &text)?;
+    fs::write(dir.join("policy.toml"), POLICY)?;
+    fs::write(dir.join("psk"), PSK)?;
+    fs::create_dir_all(dir.join("run"))?;
+    let node = NodeConfig::load(&dir.join("node.toml")).map_err(|e| anyhow!("{e}"))?;
+    let policy = Policy::load(&dir.join("policy.toml")).map_err(|e| anyhow!("{e}"))?;
+    Ok(Bundle { node, policy })
+}
+
+/// FRR on the ToR (originates the tenant subnets) and the upstream (originates the
+/// Internet prefixes and a default route), each peering with both gateways.
+pub fn routers(lab: &mut Lab, a: &Bundle) -> Result<()> {
+    let tenants: Vec<IpNet> = a.policy.tenant_subnets().copied().collect();
+    let tor_peer = &a.node.bgp.tor[0];
+    let up_peer = &a.node.bgp.upstream[0];
+    let asn = a.node.bgp.asn;
+    let bfd = (a.node.bfd.interval_ms, a.node.bfd.multiplier);
+    let tor = RouterSpec {
+        hostname: "tor".into(),
+        asn: tor_peer.asn,
+        router_id: "198.19.0.254".parse()?,
+        neighbors: vec![
+            (gw_addr("igw-a", "tor")?, asn),
+            (gw_addr("igw-b", "tor")?, asn),
+        ],
+        originate: tenants
+            .into_iter()
+            .filter(|n| matches!(n, IpNet::V4(_)))
+            .collect(),
+        default_originate: false,
+        bfd_interval_ms: bfd.0,
+        bfd_multiplier: bfd.1,
+    };
+    let upstream = RouterSpec {
+        hostname: "upstream".into(),
+        asn: up_peer.asn,
+        router_id: "198.19.0.253".parse()?,
+        neighbors: vec![
+            (gw_addr("igw-a", "upstream")?, asn),
+            (gw_addr("igw-b", "upstream")?, asn),
+        ],
+        originate: vec!["203.0.113.0/24".parse()?, "192.0.2.0/24".parse()?],
+        default_originate: true,
+        bfd_interval_ms: bfd.0,
+        bfd_multiplier: bfd.1,
+    };
+    frr::start(lab, "tor", &render::router_frr(&tor))?;
+    frr::start(lab, "upstream", &render::router_frr(&upstream))?;
+    Ok(())
+}
+
+/// A gateway's FRR, started as standby (the arbiter sets the role).
+pub fn gateway_frr(lab: &mut Lab, gw: &str, b: &Bundle) -> Result<()> {
+    let tenants: Vec<IpNet> = b.policy.tenant_subnets().copied().collect();
+    let conf = render::node_frr(&b.node, &tenants, b.node.bgp.prepend_standby);
+    frr::start(lab, gw, &conf)
+}
