@@ -100,3 +100,14 @@ fn init_tracing(format: LogFormat) {
         LogFormat::Json => b.json().init(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// clap's own consistency checks over every subcommand (duplicate ids, a positional
+    /// that shadows a global option, ...), which otherwise fail only when invoked.
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

@@ -43,6 +43,22 @@ pub enum LabCmd {
     Down,
     /// Show the lab's hosts, processes and each gateway's role.
     Status,
+    /// Fail a gateway node the way a test or the demo needs: `links` sets every link of the
+    /// node down (its neighbours lose carrier); `freeze` drops all its traffic in one nft
+    /// transaction and stops (SIGSTOP) its processes, without losing carrier.
+    Fail {
+        /// igw-a or igw-b.
+        #[arg(value_name = "NODE")]
+        gateway: String,
+        #[arg(long, value_enum, default_value_t = FailHow::Links)]
+        how: FailHow,
+    },
+    /// Undo `fail`: links up again, or the freeze lifted (SIGCONT, drop table removed).
+    Restore {
+        /// igw-a or igw-b.
+        #[arg(value_name = "NODE")]
+        gateway: String,
+    },
     /// Measure the data plane from a lab host: a UDP probe stream (the outage it sees) and
     /// long-lived TCP flows (how many survive), bounded by --duration-s; prints JSON.
     Traffic {
@@ -52,6 +68,12 @@ pub enum LabCmd {
         #[command(flatten)]
         args: traffic::Args,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailHow {
+    Links,
+    Freeze,
 }
 
 /// What `up` recorded, so `down` and `status` find every process by PID.
@@ -87,6 +109,11 @@ pub fn run(_g: &Global, a: &Args) -> Result<(), CliError> {
         LabCmd::Down => down(&a.prefix, &dir)?,
         LabCmd::Status => status(&a.prefix, &dir)?,
         LabCmd::Traffic { from: None, args } => traffic::run(args)?,
+        LabCmd::Fail { gateway, how } => fail(&a.prefix, gateway, *how, true)?,
+        LabCmd::Restore { gateway } => {
+            fail(&a.prefix, gateway, FailHow::Freeze, false)?;
+            fail(&a.prefix, gateway, FailHow::Links, false)?;
+        }
         LabCmd::Traffic {
             from: Some(host),
             args,
@@ -569,6 +596,81 @@ fn down(prefix: &str, dir: &Path) -> Result<()> {
         namespaces.len(),
         state.procs.len()
     );
+    Ok(())
+}
+
+/// The table a freeze installs: everything to, from and through the node is dropped, ahead
+/// of every other hook (priority -500), in one transaction.
+const FREEZE: &str = "table inet igwlab-freeze {
+  chain in { type filter hook prerouting priority -500; policy drop; }
+  chain out { type filter hook output priority -500; policy drop; }
+}
+";
+
+fn fail(prefix: &str, node: &str, how: FailHow, on: bool) -> Result<()> {
+    if !topo::ROUTERS.contains(&node) || !node.starts_with("igw-") {
+        bail!("`{node}` is not a gateway node (igw-a, igw-b)");
+    }
+    let ns = ns(prefix, node);
+    if !existing_namespaces(prefix).contains(&ns) {
+        bail!("the lab `{prefix}` is not up");
+    }
+    let ifaces: Vec<&str> = topo::LINKS
+        .iter()
+        .flat_map(|l| [l.a, l.b])
+        .filter(|e| e.host == node)
+        .map(|e| e.ifname)
+        .collect();
+    match (how, on) {
+        (FailHow::Links, _) => {
+            let state = if on { "down" } else { "up" };
+            for i in &ifaces {
+                sh(&["ip", "-n", &ns, "link", "set", i, state])?;
+            }
+            println!("lab: {node}: links {} {state}", ifaces.join(", "));
+        }
+        (FailHow::Freeze, true) => {
+            let mut child = Command::new("ip")
+                .args(["netns", "exec", &ns, "nft", "-f", "-"])
+                .stdin(Stdio::piped())
+                .spawn()?;
+            use std::io::Write as _;
+            child
+                .stdin
+                .take()
+                .context("nft stdin")?
+                .write_all(FREEZE.as_bytes())?;
+            if !child.wait()?.success() {
+                bail!("nft refused the freeze table in {ns}");
+            }
+            let pids = sh(&["ip", "netns", "pids", &ns])?;
+            for pid in pids.split_whitespace() {
+                let _ = Command::new("kill").args(["-STOP", pid]).status();
+            }
+            println!(
+                "lab: {node}: frozen (traffic dropped, {} processes stopped)",
+                pids.split_whitespace().count()
+            );
+        }
+        (FailHow::Freeze, false) => {
+            let pids = sh(&["ip", "netns", "pids", &ns])?;
+            for pid in pids.split_whitespace() {
+                let _ = Command::new("kill").args(["-CONT", pid]).status();
+            }
+            // Absent when the node was not frozen: nothing to undo.
+            let _ = sh(&[
+                "ip",
+                "netns",
+                "exec",
+                &ns,
+                "nft",
+                "delete",
+                "table",
+                "inet",
+                "igwlab-freeze",
+            ]);
+        }
+    }
     Ok(())
 }
 
