@@ -1,1 +1,16 @@
-//! The HTTP/HTTPS URI-filtering proxy: transparent (diverted tcp/80, tcp/443 by SNI) and explicit (absolute-form, CONNECT).
+//! The HTTP/HTTPS URI-filtering proxy: transparent (diverted tcp/80, tcp/443 by SNI) and
+//! explicit (absolute-form, CONNECT). Decisions come from the pure matcher in
+//! `igw_ruleset::l7`; this crate does the I/O around it.
+
+pub mod access;
+pub mod clienthello;
+pub mod control;
+pub mod dns;
+mod idle;
+pub mod metrics;
+mod origdst;
+pub mod ratelimit;
+pub mod server;
+pub mod ssrf;
+
+pub use server::{Limits, Listeners, ProxyConfig, ProxyError, Shared, load_matcher, serve};

@@ -7,6 +7,7 @@ mod conntrack_cmd;
 mod exit;
 mod lab;
 mod policy_cmd;
+mod proxy_cmd;
 mod provision_cmd;
 
 use std::path::PathBuf;
@@ -73,6 +74,8 @@ pub enum Command {
     Provision(provision_cmd::Args),
     /// L7 policy: `explain` a decision, `reload` the running proxy's policy.
     Policy(policy_cmd::Args),
+    /// The filtering proxy daemon: explicit, transparent HTTP and TLS (by SNI).
+    Proxy(proxy_cmd::Args),
 }
 
 fn main() -> ExitCode {
@@ -85,6 +88,7 @@ fn main() -> ExitCode {
         Command::Lab(a) => lab::run(&cli.global, a),
         Command::Provision(a) => provision_cmd::run(&cli.global, a),
         Command::Policy(a) => policy_cmd::run(&cli.global, a),
+        Command::Proxy(a) => proxy_cmd::run(&cli.global, a),
     };
     exit::report(result)
 }

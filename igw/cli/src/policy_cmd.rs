@@ -27,7 +27,11 @@ pub enum Cmd {
     Explain(ExplainArgs),
     /// Ask the running proxy to re-read the policy; an invalid policy is refused and the
     /// running one stays.
-    Reload,
+    Reload {
+        /// Directory of the proxy's control socket; default: [control] run_dir of --node.
+        #[arg(long)]
+        run_dir: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -49,7 +53,7 @@ pub struct ExplainArgs {
 pub fn run(g: &Global, a: &Args) -> Result<(), CliError> {
     match &a.cmd {
         Cmd::Explain(e) => explain(g, e),
-        Cmd::Reload => reload(g),
+        Cmd::Reload { run_dir } => reload(g, run_dir.as_deref()),
     }
 }
 
@@ -113,10 +117,13 @@ fn explain(g: &Global, a: &ExplainArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-fn reload(g: &Global) -> Result<(), CliError> {
-    let node = NodeConfig::load(&g.node)?;
+fn reload(g: &Global, run_dir: Option<&std::path::Path>) -> Result<(), CliError> {
+    let dir = match run_dir {
+        Some(d) => d.to_path_buf(),
+        None => NodeConfig::load(&g.node)?.control.run_dir,
+    };
     let r = control::call(
-        &node.control.run_dir,
+        &dir,
         Daemon::Proxy,
         &Request::new("reload"),
         Duration::from_secs(30),

@@ -1,0 +1,96 @@
+//! Prometheus metrics of the proxy (served as text on the control metrics address).
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum Mode {
+    Explicit,
+    Connect,
+    TransparentHttp,
+    TransparentTls,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Explicit => "explicit",
+            Mode::Connect => "connect",
+            Mode::TransparentHttp => "transparent-http",
+            Mode::TransparentTls => "transparent-tls",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum Outcome {
+    Allow,
+    Deny,
+    Bad,
+    Error,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReqLabels {
+    pub mode: Mode,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub requests: Family<ReqLabels, Counter>,
+    pub refused_connections: Family<ReasonLabels, Counter>,
+    pub connections: Gauge,
+    pub reloads_ok: Counter,
+    pub reloads_failed: Counter,
+    pub bytes_from_clients: Counter,
+    pub bytes_to_clients: Counter,
+}
+
+impl Metrics {
+    pub fn register(&self, r: &mut Registry) {
+        r.register(
+            "igw_proxy_requests",
+            "Requests and tunnels judged, by mode and outcome",
+            self.requests.clone(),
+        );
+        r.register(
+            "igw_proxy_refused_connections",
+            "Connections refused before any request (limits, no tenant, not diverted)",
+            self.refused_connections.clone(),
+        );
+        r.register(
+            "igw_proxy_connections",
+            "Client connections open",
+            self.connections.clone(),
+        );
+        r.register(
+            "igw_proxy_reloads_ok",
+            "Policy reloads applied",
+            self.reloads_ok.clone(),
+        );
+        r.register(
+            "igw_proxy_reloads_failed",
+            "Policy reloads refused (invalid policy; the old one stayed)",
+            self.reloads_failed.clone(),
+        );
+        r.register(
+            "igw_proxy_client_rx_bytes",
+            "Bytes received from clients",
+            self.bytes_from_clients.clone(),
+        );
+        r.register(
+            "igw_proxy_client_tx_bytes",
+            "Bytes sent to clients",
+            self.bytes_to_clients.clone(),
+        );
+    }
+}
