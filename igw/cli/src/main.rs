@@ -9,6 +9,8 @@ mod lab;
 mod policy_cmd;
 mod proxy_cmd;
 mod provision_cmd;
+mod ruleset_cmd;
+mod sysctl_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -76,6 +78,11 @@ pub enum Command {
     Policy(policy_cmd::Args),
     /// The filtering proxy daemon: explicit, transparent HTTP and TLS (by SNI).
     Proxy(proxy_cmd::Args),
+    /// nftables: `render` the compiled table, `apply` it atomically, `diff` it against the
+    /// running one, `show` the running one with counters.
+    Ruleset(ruleset_cmd::Args),
+    /// Kernel settings the gateway needs: `show` them, `apply` them (at boot).
+    Sysctl(sysctl_cmd::Args),
 }
 
 fn main() -> ExitCode {
@@ -89,6 +96,8 @@ fn main() -> ExitCode {
         Command::Provision(a) => provision_cmd::run(&cli.global, a),
         Command::Policy(a) => policy_cmd::run(&cli.global, a),
         Command::Proxy(a) => proxy_cmd::run(&cli.global, a),
+        Command::Ruleset(a) => ruleset_cmd::run(&cli.global, a),
+        Command::Sysctl(a) => sysctl_cmd::run(&cli.global, a),
     };
     exit::report(result)
 }
