@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: igw proxy vs Squid (workers 1, cache off), same nginx origin on
+# loopback, same wrk load, same rules. Loopback only. Each wrk run is time-bounded
+# (DUR seconds); the whole script takes a few minutes. Writes bench/proxy/RESULTS.md.
+#
+#   bench/proxy/run.sh [path/to/igw]     (default: target/release/igw)
+#
+# Pinning: the proxy under test on CPU 0, nginx and wrk on CPU 1 (2-core machine).
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+IGW=${1:-${CARGO_TARGET_DIR:-$HERE/../../target}/release/igw}
+DUR=${DUR:-8}
+CONNS=${CONNS:-50}
+W=$(mktemp -d /tmp/igw-bench-proxy.XXXXXX)
+chmod 755 "$W"
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.5; rm -rf "$W"; }
+trap cleanup EXIT
+for t in nginx squid wrk taskset; do command -v $t >/dev/null || { echo "missing $t" >&2; exit 1; }; done
+[ -x "$IGW" ] || { echo "no igw binary at $IGW (cargo build --release -p igw)" >&2; exit 1; }
+
+ORIGIN_PORT=18480; IGW_PORT=13229; SQUID_PORT=13228
+# --- origin ---------------------------------------------------------------------------
+mkdir -p "$W/www" "$W/nginx"
+head -c 1024 /dev/zero | tr '\0' a > "$W/www/1k"
+head -c 1048576 /dev/zero | tr '\0' b > "$W/www/1m"
+cat > "$W/nginx/nginx.conf" <<NG
+daemon off; worker_processes 1; pid $W/nginx/nginx.pid; error_log $W/nginx/error.log;
+events { worker_connections 8192; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen 127.0.0.1:$ORIGIN_PORT; root $W/www; } }
+NG
+taskset -c 1 nginx -c "$W/nginx/nginx.conf" -p "$W/nginx" & PIDS+=($!)
+echo "127.0.0.1 origin.test" > "$W/hosts"
+
+# --- rule sets --------------------------------------------------------------------------
+gen_rules() { # $1 = case name
+  : > "$W/igw-extra.toml"; : > "$W/squid-extra.conf"; : > "$W/domains.txt"; : > "$W/squid-domains.txt"; : > "$W/regex.txt"
+  case "$1" in
+    dom10k|dom100k)
+      n=${1#dom}; n=${n%k}000
+      seq 1 "$n" | awk '{print "*.d"$1".example"}' > "$W/domains.txt"
+      seq 1 "$n" | awk '{print ".d"$1".example"}' > "$W/squid-domains.txt"
+      printf '[[l7_rules]]\nid = "deny-list"\naction = "deny"\ndomain_files = ["domains.txt"]\n' > "$W/igw-extra.toml"
+      printf 'acl bad dstdomain "%s"\nhttp_access deny bad\n' "$W/squid-domains.txt" > "$W/squid-extra.conf" ;;
+    re1k|re10k)
+      n=${1#re}; n=${n%k}000
+      seq 1 "$n" | awk '{print "^http://h"$1"\\.example\\.com/p"$1"/[a-z]+"}' > "$W/regex.txt"
+      { printf '[[l7_rules]]\nid = "deny-re"\naction = "deny"\nregex = [\n'
+        awk '{print "  '"'"'"$0"'"'"',"}' "$W/regex.txt"; printf ']\n'; } > "$W/igw-extra.toml"
+      printf 'acl badre url_regex "%s"\nhttp_access deny badre\n' "$W/regex.txt" > "$W/squid-extra.conf" ;;
+  esac
+  { printf '[[tenants]]\nname = "lo"\nsubnets = ["127.0.0.0/8"]\n'
+    cat "$W/igw-extra.toml"
+    printf '[[l7_rules]]\nid = "allow-origin"\naction = "allow"\ndomains = ["origin.test"]\nports = [%s]\ncidrs = ["127.0.0.0/8"]\n' $ORIGIN_PORT
+  } > "$W/policy.toml"
+  cat > "$W/squid.conf" <<SQ
+http_port 127.0.0.1:$SQUID_PORT
+workers 1
+cache deny all
+cache_mem 0 MB
+hosts_file $W/hosts
+access_log none
+cache_log $W/squid-cache.log
+pid_filename $W/squid.pid
+coredump_dir $W
+shutdown_lifetime 1 seconds
+acl lo src 127.0.0.0/8
+$(cat "$W/squid-extra.conf")
+acl ok dstdomain origin.test
+acl okport port $ORIGIN_PORT
+http_access allow lo ok okport
+http_access deny all
+SQ
+}
+
+wait_port() { for _ in $(seq 1 600); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
+cpu_ticks() { awk '{print $14+$15}' /proc/$1/stat; }
+CLK=$(getconf CLK_TCK)
+
+start_igw() {
+  taskset -c 0 "$IGW" --node "$W/none.toml" --policy "$W/policy.toml" proxy --explicit 127.0.0.1:$IGW_PORT \
+    --http off --https off --metrics off --run-dir "$W/run" --hosts "$W/hosts" --access-log off --threads 1 \
+    2> "$W/igw.log" & PROXY_PID=$!; PIDS+=($PROXY_PID); wait_port $IGW_PORT; }
+start_squid() {
+  chmod 777 "$W"; taskset -c 0 squid -N -f "$W/squid.conf" 2> "$W/squid.err" & PROXY_PID=$!; PIDS+=($PROXY_PID); wait_port $SQUID_PORT; }
+stop_proxy() { kill "$PROXY_PID" 2>/dev/null || true; wait "$PROXY_PID" 2>/dev/null || true; sleep 0.5; }
+
+# wrk through a proxy: absolute-form target, Host of the origin.
+cat > "$W/proxy.lua" <<'LUA'
+wrk.path = os.getenv("TARGET")
+wrk.headers["Host"] = os.getenv("THOST")
+LUA
+# -> "req/s p50_ms p99_ms MB/s requests"
+run_wrk() { # $1 port, $2 target url
+  local out
+  out=$(TARGET="$2" THOST="origin.test:$ORIGIN_PORT" taskset -c 1 wrk -t1 -c$CONNS -d${DUR}s --latency -s "$W/proxy.lua" "http://127.0.0.1:$1" 2>&1)
+  echo "$out" > "$W/last-wrk.txt"
+  local rps p50 p99 mbs reqs non2xx
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  p50=$(echo "$out" | awk '$1=="50%" {print $2}')
+  p99=$(echo "$out" | awk '$1=="99%" {print $2}')
+  mbs=$(echo "$out" | awk '/Transfer\/sec/ {v=$2; if (v ~ /GB/) {sub("GB","",v); v*=1024} else if (v ~ /MB/) {sub("MB","",v)} else if (v ~ /KB/) {sub("KB","",v); v/=1024}; print v}')
+  reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+  non2xx=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
+  echo "$rps $(ms "$p50") $(ms "$p99") $mbs $reqs ${non2xx:-0}"
+}
+ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) {sub("us","",v); v/=1000} else if (v ~ /ms$/) {sub("ms","",v)} else if (v ~ /s$/) {sub("s","",v); v*=1000}; printf "%.2f", v }'; }
+
+declare -A R
+measure() { # $1 proxy (igw|squid), $2 case, $3 object
+  local t0 t1 res
+  t0=$(cpu_ticks $PROXY_PID)
+  local port=$IGW_PORT; [ "$1" = squid ] && port=$SQUID_PORT
+  res=$(run_wrk $port "http://origin.test:$ORIGIN_PORT/$3")
+  t1=$(cpu_ticks $PROXY_PID)
+  local reqs; reqs=$(echo "$res" | awk '{print $5}')
+  local us; us=$(awk -v d=$((t1-t0)) -v c=$CLK -v n="$reqs" 'BEGIN { if (n>0) printf "%.1f", d/c*1e6/n; else print "-" }')
+  R[$1,$2,$3]="$res $us"
+  echo "$1 $2 $3: $res cpu_us/req=$us" >&2
+}
+
+wait_port $ORIGIN_PORT
+# Direct ceiling (wrk straight to nginx).
+D=$(cd "$W" && taskset -c 1 wrk -t1 -c$CONNS -d${DUR}s --latency "http://127.0.0.1:$ORIGIN_PORT/1k" 2>&1)
+DIRECT_RPS=$(echo "$D" | awk '/Requests\/sec/ {print $2}')
+
+for c in none dom10k dom100k re1k re10k; do
+  gen_rules $c
+  start_igw; measure igw $c 1k; [ $c = none ] && measure igw $c 1m; stop_proxy
+  start_squid; measure squid $c 1k; [ $c = none ] && measure squid $c 1m; stop_proxy
+done
+
+f() { echo "${R[$1]}" | awk -v i=$2 '{print $i}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b>0) printf "%.2fx", a/b; else print "-" }'; }
+{
+  echo "# bench/proxy results"
+  echo
+  echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "- machine: $(nproc) cores, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ //'), $(uname -r)"
+  echo "- igw: $("$IGW" --version), squid: $(squid -v | head -1)"
+  echo "- command: \`DUR=$DUR CONNS=$CONNS bench/proxy/run.sh\` (wrk -t1 -c$CONNS -d${DUR}s, one run per cell; proxy pinned to CPU 0 with one worker thread / squid workers 1, cache off; nginx + wrk on CPU 1)"
+  echo "- direct (no proxy) ceiling, 1 KiB: $DIRECT_RPS req/s"
+  echo
+  echo "| case (1 KiB GET) | igw req/s | squid req/s | ratio | igw p50/p99 ms | squid p50/p99 ms | igw CPU us/req | squid CPU us/req | non-2xx igw/squid |"
+  echo "|---|---|---|---|---|---|---|---|---|"
+  for c in none dom10k dom100k re1k re10k; do
+    echo "| $c | $(f igw,$c,1k 1) | $(f squid,$c,1k 1) | $(ratio "$(f igw,$c,1k 1)" "$(f squid,$c,1k 1)") | $(f igw,$c,1k 2)/$(f igw,$c,1k 3) | $(f squid,$c,1k 2)/$(f squid,$c,1k 3) | $(f igw,$c,1k 7) | $(f squid,$c,1k 7) | $(f igw,$c,1k 6)/$(f squid,$c,1k 6) |"
+  done
+  echo
+  echo "| 1 MiB GET | igw MB/s | squid MB/s | ratio | igw CPU us/req | squid CPU us/req |"
+  echo "|---|---|---|---|---|---|"
+  echo "| none | $(f igw,none,1m 4) | $(f squid,none,1m 4) | $(ratio "$(f igw,none,1m 4)" "$(f squid,none,1m 4)") | $(f igw,none,1m 7) | $(f squid,none,1m 7) |"
+  echo
+  echo "Not measured by this script yet: CONNECT throughput, RSS with 5,000 idle clients, request loss during reload under load (the last is asserted by igw/cli/tests/proxy_reload.rs, without load-generator timing)."
+} > "$HERE/RESULTS.md"
+cat "$HERE/RESULTS.md"
