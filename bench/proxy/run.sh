@@ -108,6 +108,7 @@ run_wrk() { # $1 port, $2 target url
 ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) {sub("us","",v); v/=1000} else if (v ~ /ms$/) {sub("ms","",v)} else if (v ~ /s$/) {sub("s","",v); v*=1000}; printf "%.2f", v }'; }
 
 declare -A R
+declare -A X
 measure() { # $1 proxy (igw|squid), $2 case, $3 object
   local t0 t1 res
   t0=$(cpu_ticks $PROXY_PID)
@@ -131,6 +132,63 @@ for c in none dom10k dom100k re1k re10k; do
   start_squid; measure squid $c 1k; [ $c = none ] && measure squid $c 1m; stop_proxy
 done
 
+# --- CONNECT throughput, idle RSS, reload under load (no extra rules) ------------------
+gen_rules none
+head -c $((64*1024*1024)) /dev/zero > "$W/www/64m"
+connect_run() { # $1 port -> "MB/s cpu_s_per_GB"
+  local t0 t1 s0 s1 urls=()
+  for _ in 1 2 3 4 5 6 7 8; do urls+=("http://origin.test:$ORIGIN_PORT/64m"); done
+  t0=$(cpu_ticks $PROXY_PID); s0=$(date +%s.%N)
+  taskset -c 1 curl -s -p -x "http://127.0.0.1:$1" --resolve origin.test:$ORIGIN_PORT:127.0.0.1 -o /dev/null -o /dev/null -o /dev/null -o /dev/null -o /dev/null -o /dev/null -o /dev/null -o /dev/null "${urls[@]}"
+  s1=$(date +%s.%N); t1=$(cpu_ticks $PROXY_PID)
+  awk -v a="$s0" -v b="$s1" -v d=$((t1-t0)) -v c=$CLK 'BEGIN { mb=512; gb=0.5; printf "%.0f %.3f", mb/(b-a), d/c/gb }'
+}
+idle_rss() { # $1 port, $2 pid -> KiB per idle keep-alive client
+  python3 - "$1" "$2" <<'PY'
+import socket, sys, time, resource
+port, pid = int(sys.argv[1]), sys.argv[2]
+resource.setrlimit(resource.RLIMIT_NOFILE, (20000, 20000))
+def rss():
+    for l in open(f"/proc/{pid}/status"):
+        if l.startswith("VmRSS:"): return int(l.split()[1])
+req = (f"GET http://origin.test:18480/1k HTTP/1.1\r\nHost: origin.test:18480\r\n\r\n").encode()
+before = rss(); socks = []
+deadline = time.time() + 60
+for i in range(5000):
+    if time.time() > deadline: break
+    s = socket.create_connection(("127.0.0.1", port)); s.sendall(req); socks.append(s)
+for s in socks:
+    s.settimeout(10); got = b""
+    while b"\r\n\r\n" not in got or len(got) < 1024: 
+        d = s.recv(65536)
+        if not d: break
+        got += d
+time.sleep(1)
+after = rss()
+print(f"{(after-before)/max(len(socks),1):.1f} {len(socks)}")
+PY
+}
+reload_run() { # $1 name, $2 port, $3 reload command -> "req/s p99 non2xx socket_errors"
+  local out
+  ( sleep 2; eval "$3"; sleep 2; eval "$3"; sleep 2; eval "$3" ) > /dev/null 2>&1 &
+  out=$(TARGET="http://origin.test:$ORIGIN_PORT/1k" THOST="origin.test:$ORIGIN_PORT" taskset -c 1 wrk -t1 -c$CONNS -d${DUR}s --latency -s "$W/proxy.lua" "http://127.0.0.1:$2" 2>&1)
+  wait
+  echo "$(echo "$out" | awk '/Requests\/sec/ {print $2}') $(ms "$(echo "$out" | awk '$1=="99%" {print $2}')") $(echo "$out" | awk '/Non-2xx/ {print $NF}' | grep . || echo 0) $(echo "$out" | awk '/Socket errors/ {gsub(",",""); print $4+$6+$8+$10}' | grep . || echo 0)"
+}
+ulimit -n 65536 || true
+start_igw
+X[igw_connect]=$(connect_run $IGW_PORT)
+X[igw_rss]=$(idle_rss $IGW_PORT $PROXY_PID)
+X[igw_reload]=$(reload_run igw $IGW_PORT "'$IGW' --policy '$W/policy.toml' policy reload --run-dir '$W/run'")
+stop_proxy
+echo "max_filedescriptors 65536" >> "$W/squid.conf"
+start_squid
+X[squid_connect]=$(connect_run $SQUID_PORT)
+X[squid_rss]=$(idle_rss $SQUID_PORT $PROXY_PID)
+X[squid_reload]=$(reload_run squid $SQUID_PORT "squid -k reconfigure -f '$W/squid.conf'")
+stop_proxy
+for k in "${!X[@]}"; do echo "$k: ${X[$k]}" >&2; done
+
 f() { echo "${R[$1]}" | awk -v i=$2 '{print $i}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b>0) printf "%.2fx", a/b; else print "-" }'; }
 {
@@ -151,7 +209,15 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b>0) printf "%.2fx", a/b; else pr
   echo "| 1 MiB GET | igw MB/s | squid MB/s | ratio | igw CPU us/req | squid CPU us/req |"
   echo "|---|---|---|---|---|---|"
   echo "| none | $(f igw,none,1m 4) | $(f squid,none,1m 4) | $(ratio "$(f igw,none,1m 4)" "$(f squid,none,1m 4)") | $(f igw,none,1m 7) | $(f squid,none,1m 7) |"
+  x() { echo "${X[$1]}" | awk -v i=$2 '{print $i}'; }
   echo
-  echo "Not measured by this script yet: CONNECT throughput, RSS with 5,000 idle clients, request loss during reload under load (the last is asserted by igw/cli/tests/proxy_reload.rs, without load-generator timing)."
+  echo "| other | igw | squid | ratio |"
+  echo "|---|---|---|---|"
+  echo "| CONNECT MB/s (8 x 64 MiB, one tunnel) | $(x igw_connect 1) | $(x squid_connect 1) | $(ratio "$(x igw_connect 1)" "$(x squid_connect 1)") |"
+  echo "| CONNECT proxy CPU-seconds per GB | $(x igw_connect 2) | $(x squid_connect 2) | |"
+  echo "| RSS per idle keep-alive client, KiB ($(x igw_rss 2) / $(x squid_rss 2) clients) | $(x igw_rss 1) | $(x squid_rss 1) | |"
+  echo "| 3 reloads during ${DUR}s of load: req/s | $(x igw_reload 1) | $(x squid_reload 1) | $(ratio "$(x igw_reload 1)" "$(x squid_reload 1)") |"
+  echo "| ... p99 ms | $(x igw_reload 2) | $(x squid_reload 2) | |"
+  echo "| ... non-2xx answers / socket errors (lost requests) | $(x igw_reload 3) / $(x igw_reload 4) | $(x squid_reload 3) / $(x squid_reload 4) | |"
 } > "$HERE/RESULTS.md"
 cat "$HERE/RESULTS.md"
