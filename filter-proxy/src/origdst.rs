@@ -8,7 +8,13 @@ use tokio::net::TcpStream;
 
 pub fn original_dst(s: &TcpStream) -> std::io::Result<SocketAddr> {
     let local = s.local_addr()?;
-    if local.is_ipv4() {
+    // An IPv4 client on the default dual-stack `[::]` listener arrives v4-mapped; its
+    // NAT record is IPv4, which only the SOL_IP query finds.
+    let v4 = match local {
+        SocketAddr::V4(_) => true,
+        SocketAddr::V6(a) => a.ip().to_ipv4_mapped().is_some(),
+    };
+    if v4 {
         let a = getsockopt(s, sockopt::OriginalDst).map_err(std::io::Error::from)?;
         Ok(SocketAddr::V4(SocketAddrV4::new(
             Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
