@@ -5,8 +5,9 @@ set -euo pipefail
 what=${1:-test}
 
 # Real parts the tests drive: nftables, kernel conntrack (+ CLI to check), FRR, iproute2,
-# curl and ping as clients, python3 for small origin servers.
-pkgs=(nftables conntrack frr iproute2 curl iputils-ping procps python3 kmod)
+# curl and ping as clients, python3 and openssl for the origin servers and their
+# certificates, util-linux for unshare/nsenter.
+pkgs=(nftables conntrack frr iproute2 curl iputils-ping procps python3 openssl util-linux kmod)
 case "$what" in
   test|lab) ;;
   bench) pkgs+=(squid wrk nginx-light conntrackd hyperfine) ;;
