@@ -7,8 +7,8 @@ mod conntrack_cmd;
 mod exit;
 mod lab;
 mod policy_cmd;
-mod proxy_cmd;
 mod provision_cmd;
+mod proxy_cmd;
 mod ruleset_cmd;
 mod sysctl_cmd;
 
