@@ -40,6 +40,13 @@ test: deps check-examples ## every test: unit, golden, and netns system tests (n
 
 ci: lint test ## what .ci/run runs
 
+lab: ## the gateway pair in namespaces, then the guided demo (root; `igw lab down` to remove)
+	scripts/deps.sh lab
+	$(CARGO) build --release -p igw
+	./target/release/igw lab down >/dev/null 2>&1 || true
+	./target/release/igw lab up
+	./target/release/igw lab demo
+
 bench: ## side-by-side benchmarks (writes bench/*/RESULTS.md)
 	scripts/deps.sh bench
 	@for b in bench/*/run.sh; do echo "== $$b"; bash "$$b" || exit 1; done

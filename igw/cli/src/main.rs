@@ -5,6 +5,7 @@
 mod check;
 mod conntrack_cmd;
 mod exit;
+mod fabric_cmd;
 mod lab;
 mod policy_cmd;
 mod provision_cmd;
@@ -78,6 +79,8 @@ pub enum Command {
     Policy(policy_cmd::Args),
     /// The filtering proxy daemon: explicit, transparent HTTP and TLS (by SNI).
     Proxy(proxy_cmd::Args),
+    /// FRR: `render` this node's frr.conf, show `sessions`, `set-prepend` by hand.
+    Fabric(fabric_cmd::Args),
     /// nftables: `render` the compiled table, `apply` it atomically, `diff` it against the
     /// running one, `show` the running one with counters.
     Ruleset(ruleset_cmd::Args),
@@ -96,6 +99,7 @@ fn main() -> ExitCode {
         Command::Provision(a) => provision_cmd::run(&cli.global, a),
         Command::Policy(a) => policy_cmd::run(&cli.global, a),
         Command::Proxy(a) => proxy_cmd::run(&cli.global, a),
+        Command::Fabric(a) => fabric_cmd::run(&cli.global, a),
         Command::Ruleset(a) => ruleset_cmd::run(&cli.global, a),
         Command::Sysctl(a) => sysctl_cmd::run(&cli.global, a),
     };

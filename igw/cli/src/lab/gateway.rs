@@ -119,3 +119,73 @@ pub fn gateway_frr(lab: &mut Lab, gw: &str, b: &Bundle) -> Result<()> {
     let conf = render::node_frr(&b.node, &tenants, b.node.bgp.prepend_standby);
     frr::start(lab, gw, &conf)
 }
+
+/// On a gateway: the sysctls and the ruleset, then conntrack-sync and the proxy (the
+/// arbiter daemon is not built yet: both nodes stay at the standby prepend and the ToR's
+/// router-id tie-break sends traffic through igw-a), each from this very binary with the node's bundle; returns once every daemon
+/// answers on its control socket.
+pub fn daemons(lab: &mut Lab, gw: &str) -> Result<()> {
+    use igw_core::control::{self, Daemon, Request};
+    let exe = std::env::current_exe()?.to_string_lossy().into_owned();
+    let dir = lab.dir.join(gw);
+    let node = dir.join("node.toml").to_string_lossy().into_owned();
+    let policy = dir.join("policy.toml").to_string_lossy().into_owned();
+    let cfg = ["--node", node.as_str(), "--policy", policy.as_str()];
+    let with = |cmd: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = vec![exe.clone()];
+        v.extend(cmd.iter().map(|s| s.to_string()));
+        v.extend(cfg.iter().map(|s| s.to_string()));
+        v
+    };
+    // Some conntrack sysctls are global (read-only inside a namespace): in the lab the host
+    // keeps its own values, which is not a reason to stop.
+    let argv = with(&["sysctl", "apply"]);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    if let Err(e) = lab.exec(gw, &argv) {
+        println!("lab: {gw}: note: {e}");
+    }
+    let argv = with(&["ruleset", "apply"]);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    lab.exec(gw, &argv)
+        .with_context(|| format!("{gw}: igw ruleset apply"))?;
+    let access = dir.join("access.log").to_string_lossy().into_owned();
+    let hosts = std::path::Path::new("/etc/netns")
+        .join(lab.ns(gw))
+        .join("hosts");
+    let hosts = hosts.to_string_lossy().into_owned();
+    let runs: [(&str, Vec<String>); 2] = [
+        ("conntrack-sync", (with(&["conntrack-sync"]))),
+        (
+            "proxy",
+            (with(&["proxy", "--access-log", &access, "--hosts", &hosts])),
+        ),
+    ];
+    for (name, argv) in &runs {
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        lab.spawn(gw, &format!("{gw}-{name}"), &argv)?;
+    }
+    let run_dir = dir.join("run");
+    for d in [Daemon::ConntrackSync, Daemon::Proxy] {
+        let up = super::wait(std::time::Duration::from_secs(15), || {
+            control::call(
+                &run_dir,
+                d,
+                &Request::new("status"),
+                std::time::Duration::from_secs(1),
+            )
+            .map(|r| r.ok)
+            .unwrap_or(false)
+        });
+        if !up {
+            return Err(anyhow!(
+                "{gw}: igw {} does not answer on {}; see {}",
+                d.name(),
+                d.socket(&run_dir).display(),
+                lab.dir
+                    .join(format!("logs/{gw}-{}.log", d.name()))
+                    .display()
+            ));
+        }
+    }
+    Ok(())
+}

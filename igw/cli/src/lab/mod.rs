@@ -3,6 +3,7 @@
 //! daemon from this binary, and an "Internet" namespace with HTTP/HTTPS origins and an echo
 //! service. Only the lab's own namespaces carry its traffic (../shared/TESTBED.md).
 
+mod demo;
 mod frr;
 mod gateway;
 mod net;
@@ -41,6 +42,9 @@ pub enum LabCmd {
     Up,
     /// Stop every lab process (by PID) and delete the lab's namespaces and files.
     Down,
+    /// Walk through what the gateway promises, on the running lab: filtering as a tenant
+    /// sees it, L3 rules, both nodes' status. Exits 1 if a promise does not hold.
+    Demo,
     /// Show the lab's hosts, processes and each gateway's role.
     Status,
     /// Fail a gateway node the way a test or the demo needs: `links` sets every link of the
@@ -108,6 +112,21 @@ pub fn run(_g: &Global, a: &Args) -> Result<(), CliError> {
         LabCmd::Up => up(&a.prefix, &dir)?,
         LabCmd::Down => down(&a.prefix, &dir)?,
         LabCmd::Status => status(&a.prefix, &dir)?,
+        LabCmd::Demo => {
+            if existing_namespaces(&a.prefix).is_empty() {
+                return Err(anyhow::anyhow!(
+                    "the lab `{}` is not up: run `igw lab up` first",
+                    a.prefix
+                )
+                .into());
+            }
+            let lab = Lab {
+                prefix: a.prefix.clone(),
+                dir: dir.clone(),
+                state: load_state(&dir),
+            };
+            demo::run(&lab)?;
+        }
         LabCmd::Traffic { from: None, args } => traffic::run(args)?,
         LabCmd::Fail { gateway, how } => fail(&a.prefix, gateway, *how, true)?,
         LabCmd::Restore { gateway } => {
@@ -429,6 +448,12 @@ fn build(lab: &mut Lab) -> Result<()> {
             "BGP did not converge in 30 s; see {}/logs/*-bgpd.log",
             lab.dir.display()
         );
+    }
+    for gw in ["igw-a", "igw-b"] {
+        lab.step(&format!(
+            "{gw}: sysctls, ruleset, conntrack-sync, proxy, arbiter"
+        ));
+        gateway::daemons(lab, gw)?;
     }
     Ok(())
 }
