@@ -17,7 +17,9 @@
 //! hold-down) and: the peer is lost (no heartbeat on either path for `heartbeat_interval x
 //! heartbeat_misses`); or the peer is alive but not eligible and not active; or both are
 //! standby and this node ranks first (higher priority, then lower id); or the active peer
-//! is handing over (`igw failover`, maintenance). An active node is never preempted by a
+//! is handing over (`igw failover`, maintenance). A healthy peer still in `Init` counts as
+//! a standby for the ranking (two nodes started together would otherwise each see the
+//! other not eligible and both promote). An active node is never preempted by a
 //! better-ranked peer.
 //!
 //! # Order of actions
@@ -559,6 +561,15 @@ impl State {
                     Some(p) if p.role == Role::Active => {
                         if p.yielding {
                             self.promote(cfg, true, "planned failover from the peer".into(), acts);
+                        }
+                    }
+                    Some(p) if p.role == Role::Init && p.health.ok() => {
+                        // A starting peer settles within one detection time; until then
+                        // rank decides, so two nodes started together do not both promote
+                        // (each seeing the other in Init, hence not eligible).
+                        if Self::outranks(cfg, &p) {
+                            let r = "election: peer starting, this node ranks first".into();
+                            self.promote(cfg, false, r, acts);
                         }
                     }
                     Some(p) if !p.eligible => {

@@ -278,6 +278,42 @@ fn standby_transitions() {
             prepend: 1,
         },
         Case {
+            name: "peer starting (init, healthy), this node ranks first: promote at 1",
+            start: at(Role::Standby, None),
+            ev: Event::Heartbeat(HbPath::Sync, peer(Role::Init)),
+            now: 10_050,
+            role: Role::Active,
+            acts: promoted(1),
+            prepend: 1,
+        },
+        Case {
+            name: "peer starting (init, healthy), peer ranks first: wait for it",
+            start: at(Role::Standby, None),
+            ev: Event::Heartbeat(HbPath::Sync, {
+                let mut p = peer(Role::Init);
+                p.priority = 250;
+                p
+            }),
+            now: 10_050,
+            role: Role::Standby,
+            acts: vec![],
+            prepend: 3,
+        },
+        Case {
+            name: "peer starting unhealthy: promote at 1",
+            start: at(Role::Standby, None),
+            ev: Event::Heartbeat(HbPath::Sync, {
+                let mut p = peer(Role::Init);
+                p.priority = 250;
+                p.health = SICK;
+                p
+            }),
+            now: 10_050,
+            role: Role::Active,
+            acts: promoted(1),
+            prepend: 1,
+        },
+        Case {
             name: "both standby, peer has higher priority: wait",
             start: at(Role::Standby, Some(lower)),
             ev: Event::Tick,

@@ -302,6 +302,11 @@ pub struct ArbiterTimers {
     /// Local health must stay good this long before a node may become active again.
     #[serde(default = "default_hold_down")]
     pub hold_down_ms: u32,
+    /// How often local health is probed (proxy, `inet igw` table, BGP sessions, upstream
+    /// route). Each probe runs `nft` and `vtysh`, so it is slower than the heartbeats; it
+    /// bounds how fast a half-failure (proxy dead, node alive) is seen.
+    #[serde(default = "default_probe_interval")]
+    pub probe_interval_ms: u32,
 }
 
 impl Default for ArbiterTimers {
@@ -310,6 +315,7 @@ impl Default for ArbiterTimers {
             heartbeat_interval_ms: default_hb_interval(),
             heartbeat_misses: default_hb_misses(),
             hold_down_ms: default_hold_down(),
+            probe_interval_ms: default_probe_interval(),
         }
     }
 }
@@ -322,6 +328,9 @@ fn default_hb_misses() -> u32 {
 }
 fn default_hold_down() -> u32 {
     2000
+}
+fn default_probe_interval() -> u32 {
+    200
 }
 
 impl NodeConfig {
@@ -445,6 +454,9 @@ impl NodeConfig {
                     format!("port {a} is used twice among proxy and sync ports"),
                 );
             }
+        }
+        if self.arbiter.probe_interval_ms == 0 {
+            err("arbiter.probe_interval_ms", "must be >= 1".into());
         }
         if self.arbiter.heartbeat_misses == 0 || self.arbiter.heartbeat_interval_ms == 0 {
             err(
