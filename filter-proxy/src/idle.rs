@@ -36,6 +36,10 @@ impl<T> IdleIo<T> {
         }
     }
 
+    pub fn into_inner(self) -> T {
+        self.inner
+    }
+
     fn touch(&mut self) {
         self.sleep.as_mut().reset(Instant::now() + self.idle);
     }

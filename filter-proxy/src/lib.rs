@@ -6,11 +6,13 @@ pub mod access;
 pub mod clienthello;
 pub mod control;
 pub mod dns;
+pub mod framing;
 mod idle;
 pub mod metrics;
 mod origdst;
 pub mod ratelimit;
 pub mod server;
+mod splice;
 pub mod ssrf;
 
 pub use server::{Limits, Listeners, ProxyConfig, ProxyError, Shared, load_matcher, serve};

@@ -25,7 +25,7 @@ use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -52,6 +52,7 @@ use tokio::sync::watch;
 use crate::access::{AccessLog, Entry, now_rfc3339};
 use crate::clienthello::{self, Hello};
 use crate::dns::{Dns, DnsConfig};
+use crate::framing::{Findings, SniffIo};
 use crate::idle::IdleIo;
 use crate::metrics::{Metrics, Mode, Outcome, ReasonLabels, ReqLabels};
 use crate::{ssrf, warn_limited};
@@ -435,6 +436,9 @@ async fn accept_loop(
     }
 }
 
+/// The client side as hyper holds it; a CONNECT takes the socket back out of it.
+type ClientIo = TokioIo<SniffIo<IdleIo<TcpStream>>>;
+
 #[derive(Debug)]
 struct ConnCtx {
     shared: Arc<Shared>,
@@ -442,6 +446,10 @@ struct ConnCtx {
     /// Transparent mode: where the client meant to go.
     orig: Option<SocketAddr>,
     tenant: String,
+    /// What the second reader of the client's bytes saw (CL+TE heads).
+    findings: Arc<Findings>,
+    /// Requests handed to the service so far on this connection.
+    requests: AtomicU64,
 }
 
 async fn serve_http(
@@ -454,11 +462,15 @@ async fn serve_http(
 ) {
     let io = IdleIo::new(stream, shared.limits.idle_timeout);
     let bytes = io.bytes.clone();
+    let findings = Arc::new(Findings::default());
+    let io = SniffIo::new(io, findings.clone());
     let ctx = Arc::new(ConnCtx {
         shared: shared.clone(),
         peer,
         orig,
         tenant: guard.tenant.clone(),
+        findings,
+        requests: AtomicU64::new(0),
     });
     let svc = service_fn(move |req| {
         let ctx = ctx.clone();
@@ -469,7 +481,7 @@ async fn serve_http(
         .header_read_timeout(shared.limits.header_timeout)
         .max_buf_size(shared.limits.max_header_bytes.max(8192))
         .keep_alive(true)
-        .serve_connection(TokioIo::new(io), svc)
+        .serve_connection(ClientIo::new(io), svc)
         .with_upgrades();
     tokio::pin!(conn);
     let res = tokio::select! {
@@ -621,6 +633,13 @@ async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<Body> {
         );
         warn_limited!(src = %ctx.peer, why, "request refused");
     };
+    let index = ctx.requests.fetch_add(1, Ordering::Relaxed);
+    // hyper removed Content-Length from such a request; the second reader saw it.
+    if req.headers().contains_key(header::TRANSFER_ENCODING) && ctx.findings.cl_te(index) {
+        let why = "both Content-Length and Transfer-Encoding";
+        fail(why, StatusCode::BAD_REQUEST, Outcome::Bad, "-");
+        return bad(why);
+    }
     if let Some(why) = hostile_headers(req.headers()) {
         fail(why, StatusCode::BAD_REQUEST, Outcome::Bad, "-");
         return bad(why);
@@ -924,19 +943,36 @@ async fn forward(
             let Ok(up) = hyper::upgrade::on(req).await else {
                 return;
             };
-            let mut client = IdleIo::new(TokioIo::new(up), idle);
             let mut upstream = upstream;
-            let r = tokio::io::copy_bidirectional_with_sizes(
-                &mut client,
-                &mut upstream,
-                TUNNEL_BUF,
-                TUNNEL_BUF,
-            )
-            .await;
-            let (a, b) = r.unwrap_or((
-                client.bytes.rx.load(Ordering::Relaxed),
-                client.bytes.tx.load(Ordering::Relaxed),
-            ));
+            let (a, b) = match up.downcast::<ClientIo>() {
+                // The plain client socket: relay with splice(2), after the bytes hyper
+                // had already read past the CONNECT head.
+                Ok(parts) => {
+                    let client = parts.io.into_inner().into_inner().into_inner();
+                    let early = parts.read_buf.len() as u64;
+                    if !parts.read_buf.is_empty()
+                        && upstream.write_all(&parts.read_buf).await.is_err()
+                    {
+                        return;
+                    }
+                    let (a, b, _) = crate::splice::relay(&client, &upstream, idle).await;
+                    (a + early, b)
+                }
+                Err(up) => {
+                    let mut client = IdleIo::new(TokioIo::new(up), idle);
+                    let r = tokio::io::copy_bidirectional_with_sizes(
+                        &mut client,
+                        &mut upstream,
+                        TUNNEL_BUF,
+                        TUNNEL_BUF,
+                    )
+                    .await;
+                    r.unwrap_or((
+                        client.bytes.rx.load(Ordering::Relaxed),
+                        client.bytes.tx.load(Ordering::Relaxed),
+                    ))
+                }
+            };
             ctx2.shared.metrics.bytes_from_clients.inc_by(a);
             ctx2.shared.metrics.bytes_to_clients.inc_by(b);
             record(
@@ -1138,18 +1174,8 @@ async fn serve_tls(
     if upstream.write_all(&buf).await.is_err() {
         return;
     }
-    let mut client = IdleIo::new(stream, shared.limits.idle_timeout);
-    let r = tokio::io::copy_bidirectional_with_sizes(
-        &mut client,
-        &mut upstream,
-        TUNNEL_BUF,
-        TUNNEL_BUF,
-    )
-    .await;
-    let (a, b) = r.unwrap_or((
-        client.bytes.rx.load(Ordering::Relaxed),
-        client.bytes.tx.load(Ordering::Relaxed),
-    ));
+    // The ClientHello is passed on; the rest moves with splice(2), untouched.
+    let (a, b, _) = crate::splice::relay(&stream, &upstream, shared.limits.idle_timeout).await;
     let a = a + buf.len() as u64;
     shared.metrics.bytes_from_clients.inc_by(a);
     shared.metrics.bytes_to_clients.inc_by(b);
