@@ -4,10 +4,13 @@
 //! (403 with the rule id, TLS closed), including an allowed name aimed at another address
 //! (resolve check).
 //!
-//! Diversion here is one nftables `redirect` rule written by the test, the same statement
-//! the igw ruleset uses for diverted tenants; switch to `igw ruleset apply` once that
-//! command has landed.
+//! Diversion is the real one: `igw ruleset apply` of the node file of examples/small
+//! (interfaces tor0/up0, proxy ports 3129/3130) and the test policy, in the gateway
+//! namespace; the proxy starts from the same node file. Nothing else is forwarded: the
+//! policy has no L3 rule, so the tenant reaches the origins only through the proxy, whose
+//! own connections leave SNATed to the pool.
 
+use std::path::Path;
 use std::time::Duration;
 
 use igw_testbed::{Netns, require_root, veth, wait_for};
@@ -20,6 +23,8 @@ resolve_check = true
 [[tenants]]
 name = "tenant-a"
 subnets = ["198.18.1.0/24"]
+divert_http = true
+divert_https = true
 
 [[l7_rules]]
 id = "deny-admin"
@@ -51,31 +56,44 @@ fn tenant_reaches_allowed_and_is_refused_denied_without_proxy_settings() {
     let tenant = Netns::new("pxt");
     let gw = Netns::new("pxg");
     let inet = Netns::new("pxi");
-    veth(&tenant, "t0", "198.18.1.10/24", &gw, "g0", "198.18.1.1/24");
+    // Interface names as in examples/small/node-a.toml: tor0 (tenants), up0 (upstream).
+    veth(
+        &tenant,
+        "t0",
+        "198.18.1.10/24",
+        &gw,
+        "tor0",
+        "198.18.1.1/24",
+    );
     veth(
         &gw,
-        "g1",
+        "up0",
         "203.0.113.1/24",
         &inet,
         "i0",
         "203.0.113.10/24,203.0.113.11/24",
     );
     tenant.ip(&["route", "add", "default", "via", "198.18.1.1"]);
+    // The "Internet" routes the NAT pool back to the gateway (inside our namespace).
+    inet.ip(&["route", "add", "198.51.100.0/24", "via", "203.0.113.1"]);
     gw.sysctl("net.ipv4.ip_forward=1");
-    // Nothing is forwarded except what the proxy carries: the test proves diversion.
-    let nft = "table inet igwpx {
-  chain pre {
-    type nat hook prerouting priority dstnat; policy accept;
-    iifname \"g0\" tcp dport 80 redirect to :3129
-    iifname \"g0\" tcp dport 443 redirect to :3130
-  }
-  chain forward_all {
-    type filter hook forward priority filter; policy drop;
-  }
-}
-";
-    std::fs::write(d.join("rules.nft"), nft).unwrap();
-    gw.exec(&["nft", "-f", d.join("rules.nft").to_str().unwrap()]);
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/small");
+    for f in ["node-a.toml", "psk"] {
+        std::fs::copy(examples.join(f), d.join(f)).unwrap();
+    }
+    let node = d.join("node-a.toml");
+    let node = node.to_str().unwrap();
+    std::fs::write(d.join("policy.toml"), POLICY).unwrap();
+    let policy = d.join("policy.toml");
+    let policy = policy.to_str().unwrap();
+    let igw = env!("CARGO_BIN_EXE_igw");
+    let applied = gw.try_exec(&[igw, "--node", node, "--policy", policy, "ruleset", "apply"]);
+    assert!(
+        applied.status.success(),
+        "igw ruleset apply: {}{}",
+        String::from_utf8_lossy(&applied.stdout),
+        String::from_utf8_lossy(&applied.stderr)
+    );
 
     // Origins: HTTP on .10 (allowed.test) and .11 (denied.test), TLS on .10 and .11.
     let ck = rcgen::generate_simple_self_signed(vec!["allowed.test".into(), "denied.test".into()])
@@ -117,28 +135,23 @@ fn tenant_reaches_allowed_and_is_refused_denied_without_proxy_settings() {
             Some(&d.join(format!("tls-{ip}.log"))),
         ));
     }
-    std::fs::write(d.join("policy.toml"), POLICY).unwrap();
     std::fs::write(
         d.join("hosts"),
         "203.0.113.10 allowed.test\n203.0.113.11 denied.test\n",
     )
     .unwrap();
-    let igw = env!("CARGO_BIN_EXE_igw");
     let proxy_log = d.join("proxy.log");
+    // Listeners from the node file ([proxy] http_port/https_port, dual-stack [::]).
     let _proxy = gw.spawn(
         &[
             igw,
             "--node",
-            d.join("none.toml").to_str().unwrap(),
+            node,
             "--policy",
-            d.join("policy.toml").to_str().unwrap(),
+            policy,
             "proxy",
             "--explicit",
             "off",
-            "--http",
-            "0.0.0.0:3129",
-            "--https",
-            "0.0.0.0:3130",
             "--metrics",
             "off",
             "--run-dir",
@@ -254,6 +267,30 @@ fn tenant_reaches_allowed_and_is_refused_denied_without_proxy_settings() {
         ],
     );
     assert_ne!(code, 0, "allowed SNI toward another address must be closed");
+
+    // The diversion rules of the igw ruleset carried it, and the origins saw the pool
+    // address, never the tenant's.
+    let table: serde_json::Value =
+        serde_json::from_str(&gw.stdout(&["nft", "-j", "list", "table", "inet", "igw"]))
+            .expect("nft json");
+    let diverted = |comment: &str| -> u64 {
+        table["nftables"]
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter_map(|o| o.get("rule"))
+            .filter(|r| r["comment"] == comment)
+            .flat_map(|r| r["expr"].as_array().cloned().unwrap_or_default())
+            .filter_map(|e| e.get("counter").and_then(|c| c["packets"].as_u64()))
+            .sum()
+    };
+    assert!(diverted("divert http of tenant tenant-a") > 0, "{table}");
+    assert!(diverted("divert https of tenant tenant-a") > 0, "{table}");
+    let seen = std::fs::read_to_string(d.join("http-203.0.113.10.log")).unwrap_or_default();
+    assert!(
+        seen.contains("198.51.100.10") && !seen.contains("198.18.1.10"),
+        "the origin must see the pool address: {seen}"
+    );
 
     let access = std::fs::read_to_string(d.join("access.log")).unwrap_or_default();
     assert!(
