@@ -461,6 +461,46 @@ mod tests {
         assert!(f.cl_te(3));
     }
 
+    /// Random and mutated streams (the stable stand-in for the `framing` fuzz target):
+    /// the reader never panics, and how the bytes are split into reads never changes
+    /// what it finds.
+    #[test]
+    fn mutated_streams_are_split_invariant() {
+        let seeds: Vec<&[u8]> = CASES.iter().map(|c| c.1.as_bytes()).collect();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        const ALPHABET: &[u8] =
+            b"\r\n:; ,0123456789abcdefABCDEF\0\tchunkedContent-LengthTransfer-EncodingCONNECT";
+        for round in 0..4000 {
+            let mut v = seeds[rnd() as usize % seeds.len()].to_vec();
+            // Splice in a piece of another seed now and then: pipelined mixtures.
+            if round % 3 == 0 {
+                let other = seeds[rnd() as usize % seeds.len()];
+                let at = rnd() as usize % (v.len() + 1);
+                v.splice(at..at, other.iter().copied());
+            }
+            for _ in 0..(rnd() % 6) {
+                let at = rnd() as usize % (v.len() + 1);
+                match rnd() % 3 {
+                    0 if at < v.len() => {
+                        v.remove(at);
+                    }
+                    1 if at < v.len() => v[at] = ALPHABET[rnd() as usize % ALPHABET.len()],
+                    _ => v.insert(at, ALPHABET[rnd() as usize % ALPHABET.len()]),
+                }
+            }
+            let whole = run(&v, usize::MAX);
+            let split = 1 + rnd() as usize % 9;
+            assert_eq!(run(&v, split), whole, "round {round}, split {split}: {v:?}");
+            assert_eq!(run(&v, 1), whole, "round {round}, bytewise: {v:?}");
+        }
+    }
+
     #[test]
     fn overlong_line_stops_and_frees() {
         let f = Arc::new(Findings::default());
