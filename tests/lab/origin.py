@@ -51,6 +51,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 1024
 
     def server_bind(self):
         # HTTPServer.server_bind asks for the host's FQDN, a DNS lookup: the lab's namespaces
@@ -71,6 +72,9 @@ class EchoTCP(socketserver.BaseRequestHandler):
 class EchoTCPServer(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # The default backlog (5) overflows when a client opens 100 flows at once: every sixth
+    # SYN was dropped and retried a second later.
+    request_queue_size = 1024
 
 
 class EchoUDP(socketserver.BaseRequestHandler):

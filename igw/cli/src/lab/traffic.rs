@@ -6,12 +6,12 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -31,7 +31,7 @@ pub struct Args {
 
 /// UDP stream figures. `max_gap_ms`: the longest time between two consecutive answered
 /// probes (by send time) — the outage the stream saw.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StreamReport {
     pub sent: u64,
     pub answered: u64,
@@ -39,16 +39,19 @@ pub struct StreamReport {
     pub max_gap_ms: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FlowsReport {
     pub opened: usize,
     /// Flows that still carried data both ways in the last second of the run.
     pub alive_at_end: usize,
+    /// The longest time a surviving flow waited for its echo (TCP retransmissions
+    /// included): what an established connection felt of the outage.
+    pub max_stall_ms: u64,
     /// Flows that failed, with the first error (reset, timeout, ...).
     pub failed: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     pub stream: StreamReport,
     pub flows: FlowsReport,
@@ -102,47 +105,15 @@ fn measure(a: &Args) -> Result<Report> {
     for i in 0..a.flows.min(10_000) {
         let s = TcpStream::connect_timeout(&a.to, Duration::from_secs(3))
             .with_context(|| format!("TCP flow {i} to {}", a.to))?;
-        s.set_read_timeout(Some(Duration::from_secs(1)))?;
+        s.set_nonblocking(true)?;
         s.set_nodelay(true)?;
         streams.push(s);
     }
     let start = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
-    let failed = Arc::new(Mutex::new(Vec::<String>::new()));
-    let last_ok = Arc::new(Mutex::new(vec![Duration::ZERO; streams.len()]));
-    // One thread drives every flow: 100 flows at 10 rounds/s stay far below what a core does.
     let flows = {
-        let (stop, failed, last_ok) = (stop.clone(), failed.clone(), last_ok.clone());
-        std::thread::spawn(move || {
-            let mut alive: Vec<Option<TcpStream>> = streams.into_iter().map(Some).collect();
-            let mut buf = [0u8; 8];
-            while !stop.load(Ordering::Relaxed) {
-                for (i, slot) in alive.iter_mut().enumerate() {
-                    let Some(s) = slot else { continue };
-                    let msg = (i as u64).to_be_bytes();
-                    let r = s.write_all(&msg).and_then(|_| s.read_exact(&mut buf));
-                    match r {
-                        Ok(()) if buf == msg => last_ok.lock().expect("lock")[i] = start.elapsed(),
-                        Ok(()) => {
-                            failed
-                                .lock()
-                                .expect("lock")
-                                .push(format!("flow {i}: echoed bytes differ"));
-                            *slot = None;
-                        }
-                        // A read timeout is an outage, not a death: retry next round.
-                        Err(e)
-                            if e.kind() == std::io::ErrorKind::WouldBlock
-                                || e.kind() == std::io::ErrorKind::TimedOut => {}
-                        Err(e) => {
-                            failed.lock().expect("lock").push(format!("flow {i}: {e}"));
-                            *slot = None;
-                        }
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        })
+        let stop = stop.clone();
+        std::thread::spawn(move || drive_flows(streams, start, &stop))
     };
     let sock = UdpSocket::bind(if a.to.is_ipv4() {
         "0.0.0.0:0"
@@ -151,6 +122,11 @@ fn measure(a: &Args) -> Result<Report> {
     })?;
     sock.connect(a.to)?;
     sock.set_read_timeout(Some(Duration::from_millis(1)))?;
+    // Whoever injects a failure waits for this line: flows are up, the stream runs.
+    eprintln!(
+        "traffic: {} flows established, probe stream started",
+        a.flows.min(10_000)
+    );
     let n = (duration.as_millis() / interval.as_millis().max(1)) as usize;
     let mut sent_at = Vec::with_capacity(n);
     let mut answered = vec![false; n];
@@ -169,22 +145,126 @@ fn measure(a: &Args) -> Result<Report> {
         drain(&sock, &mut buf, &mut answered);
     }
     stop.store(true, Ordering::Relaxed);
-    let _ = flows.join();
-    let end = start.elapsed();
-    let last_ok = last_ok.lock().expect("lock").clone();
-    let failed = failed.lock().expect("lock").clone();
-    let alive_at_end = last_ok
-        .iter()
-        .filter(|t| end.saturating_sub(**t) < Duration::from_millis(1500))
-        .count();
+    let flows = flows
+        .join()
+        .map_err(|_| anyhow::anyhow!("flow thread panicked"))?;
     Ok(Report {
         stream: stream_report(&sent_at, &answered),
-        flows: FlowsReport {
-            opened: last_ok.len(),
-            alive_at_end,
-            failed,
-        },
+        flows,
     })
+}
+
+/// One flow's exchange: a message in flight (sent, not fully echoed) or idle until the next
+/// round; `last_ok` is when the last echo came back whole.
+struct Flow {
+    s: Option<TcpStream>,
+    msg: [u8; 8],
+    got: Vec<u8>,
+    in_flight: bool,
+    sent: Duration,
+    last_ok: Duration,
+    max_stall: Duration,
+}
+
+/// Drives every flow from one thread, non-blocking: every 100 ms each idle flow sends 8
+/// bytes and then waits — as long as it takes, TCP retransmits across an outage — for them
+/// to come back. A flow dies only on an error (reset, unreachable) or wrong bytes; a dead
+/// path never blocks the others (blocking reads with a timeout would: 100 flows x 1 s).
+fn drive_flows(streams: Vec<TcpStream>, start: Instant, stop: &AtomicBool) -> FlowsReport {
+    let mut flows: Vec<Flow> = streams
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| Flow {
+            s: Some(s),
+            msg: (i as u64).to_be_bytes(),
+            got: Vec::with_capacity(8),
+            in_flight: false,
+            sent: Duration::ZERO,
+            last_ok: Duration::ZERO,
+            max_stall: Duration::ZERO,
+        })
+        .collect();
+    let mut failed = Vec::new();
+    let round = Duration::from_millis(100);
+    let mut buf = [0u8; 64];
+    while !stop.load(Ordering::Relaxed) {
+        let now = start.elapsed();
+        for (i, f) in flows.iter_mut().enumerate() {
+            let Some(s) = f.s.as_mut() else { continue };
+            let mut err: Option<String> = None;
+            if !f.in_flight && now.saturating_sub(f.sent) >= round {
+                match s.write(&f.msg) {
+                    Ok(8) => {
+                        f.in_flight = true;
+                        f.sent = now;
+                        f.got.clear();
+                    }
+                    Ok(_) => err = Some("short write".into()),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => err = Some(e.to_string()),
+                }
+            }
+            if f.in_flight && err.is_none() {
+                match s.read(&mut buf) {
+                    Ok(0) => err = Some("closed by the peer".into()),
+                    Ok(n) => {
+                        f.got.extend_from_slice(&buf[..n]);
+                        if f.got.len() >= 8 {
+                            if f.got[..8] == f.msg && f.got.len() == 8 {
+                                let t = start.elapsed();
+                                f.max_stall = f.max_stall.max(t.saturating_sub(f.last_ok));
+                                f.last_ok = t;
+                                f.in_flight = false;
+                            } else {
+                                err = Some("echoed bytes differ".into());
+                            }
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => err = Some(e.to_string()),
+                }
+            }
+            if let Some(e) = err {
+                failed.push(format!("flow {i}: {e}"));
+                f.s = None;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let end = start.elapsed();
+    flows_report(
+        &flows
+            .iter()
+            .map(|f| (f.s.is_some(), f.last_ok, f.max_stall))
+            .collect::<Vec<_>>(),
+        end,
+        failed,
+    )
+}
+
+/// The flows' figures from (still open, last echo, longest stall) per flow at `end`. A flow
+/// is alive if it is open and echoed within the last 1.5 s (15 rounds).
+pub fn flows_report(
+    flows: &[(bool, Duration, Duration)],
+    end: Duration,
+    failed: Vec<String>,
+) -> FlowsReport {
+    let alive_at_end = flows
+        .iter()
+        .filter(|(open, last, _)| *open && end.saturating_sub(*last) < Duration::from_millis(1500))
+        .count();
+    let max_stall = flows
+        .iter()
+        .filter(|(open, _, _)| *open)
+        .map(|(_, _, s)| *s)
+        .max()
+        .unwrap_or_default();
+    FlowsReport {
+        opened: flows.len(),
+        alive_at_end,
+        max_stall_ms: max_stall.as_millis() as u64,
+        failed,
+    }
 }
 
 fn drain(sock: &UdpSocket, buf: &mut [u8], answered: &mut [bool]) {
@@ -220,5 +300,23 @@ mod tests {
             let r = stream_report(&t, &a);
             assert_eq!((r.lost, r.max_gap_ms), (*lost, *gap), "{pat}");
         }
+    }
+
+    #[test]
+    fn flows_table() {
+        let ms = Duration::from_millis;
+        let end = ms(10_000);
+        // (open, last echo, longest stall) -> alive at the end?
+        let flows = [
+            (true, ms(9_950), ms(450)),  // alive, felt a 450 ms stall
+            (true, ms(8_400), ms(120)),  // open but silent for 1.6 s: not alive
+            (false, ms(9_990), ms(900)), // died (reset): neither alive nor counted in stalls
+            (true, ms(8_600), ms(1_300)),
+        ];
+        let r = flows_report(&flows, end, vec!["flow 2: reset".into()]);
+        assert_eq!(r.opened, 4);
+        assert_eq!(r.alive_at_end, 2);
+        assert_eq!(r.max_stall_ms, 1_300);
+        assert_eq!(r.failed.len(), 1);
     }
 }
