@@ -2,6 +2,7 @@
 //!
 //! Exit codes: 0 success, 1 runtime failure, 2 invalid configuration (nothing was changed).
 
+mod arbiter_cmd;
 mod check;
 mod conntrack_cmd;
 mod exit;
@@ -57,6 +58,20 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The arbiter daemon: elects this node active or standby from local health (proxy,
+    /// nftables table, BGP sessions, upstream route) and the peer's authenticated
+    /// heartbeats (sync link and fabric), and says it through FRR's AS-path prepend, in
+    /// order with conntrack-sync. Stops on SIGTERM: hands over if active, then prepends.
+    Arbiter(arbiter_cmd::DaemonArgs),
+    /// This node's role and why, the peer's role and health, BGP and BFD sessions, the
+    /// prepend in force and conntrack-sync. Exits 1 if the arbiter is not running.
+    Status(arbiter_cmd::StatusArgs),
+    /// Planned switchover: hand the active role to the peer (make before break). Refused,
+    /// with the reason, if this node is not active or the peer is not healthy; exits 1.
+    Failover(arbiter_cmd::FailoverArgs),
+    /// `on`: drain this node (hand over if active) and keep it standby; `off`: back in the
+    /// election.
+    Maintenance(arbiter_cmd::MaintenanceArgs),
     /// Validate configuration files without changing anything.
     ///
     /// With no PATH, checks --node and --policy. A PATH may be a file (node*.toml or any
@@ -92,6 +107,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.global.log_format);
     let result = match &cli.command {
+        Command::Arbiter(a) => arbiter_cmd::run_daemon(&cli.global, a),
+        Command::Status(a) => arbiter_cmd::status(&cli.global, a),
+        Command::Failover(a) => arbiter_cmd::failover(&cli.global, a),
+        Command::Maintenance(a) => arbiter_cmd::maintenance(&cli.global, a),
         Command::Check(a) => check::run(&cli.global, a),
         Command::ConntrackSync(a) => conntrack_cmd::run_daemon(&cli.global, a),
         Command::Conntrack(a) => conntrack_cmd::run(&cli.global, a),

@@ -120,10 +120,11 @@ pub fn gateway_frr(lab: &mut Lab, gw: &str, b: &Bundle) -> Result<()> {
     frr::start(lab, gw, &conf)
 }
 
-/// On a gateway: the sysctls and the ruleset, then conntrack-sync and the proxy (the
-/// arbiter daemon is not built yet: both nodes stay at the standby prepend and the ToR's
-/// router-id tie-break sends traffic through igw-a), each from this very binary with the node's bundle; returns once every daemon
-/// answers on its control socket.
+/// On a gateway: the sysctls and the ruleset, then conntrack-sync, the proxy and the
+/// arbiter, each from this very binary with the node's bundle; returns once every daemon
+/// answers on its control socket. The arbiter starts last and takes the role: the first
+/// gateway started, alone, becomes active after one detection time; the second finds it
+/// active and stays standby (see [`wait_roles`]).
 pub fn daemons(lab: &mut Lab, gw: &str) -> Result<()> {
     use igw_core::control::{self, Daemon, Request};
     let exe = std::env::current_exe()?.to_string_lossy().into_owned();
@@ -165,8 +166,9 @@ pub fn daemons(lab: &mut Lab, gw: &str) -> Result<()> {
         lab.spawn(gw, &format!("{gw}-{name}"), &argv)?;
     }
     let run_dir = dir.join("run");
-    for d in [Daemon::ConntrackSync, Daemon::Proxy] {
-        let up = super::wait(std::time::Duration::from_secs(15), || {
+    let lab_dir = lab.dir.clone();
+    let up = |d: Daemon| {
+        let ok = super::wait(std::time::Duration::from_secs(15), || {
             control::call(
                 &run_dir,
                 d,
@@ -176,16 +178,75 @@ pub fn daemons(lab: &mut Lab, gw: &str) -> Result<()> {
             .map(|r| r.ok)
             .unwrap_or(false)
         });
-        if !up {
-            return Err(anyhow!(
+        if ok {
+            Ok(())
+        } else {
+            Err(anyhow!(
                 "{gw}: igw {} does not answer on {}; see {}",
                 d.name(),
                 d.socket(&run_dir).display(),
-                lab.dir
+                lab_dir
                     .join(format!("logs/{gw}-{}.log", d.name()))
                     .display()
-            ));
+            ))
         }
+    };
+    up(Daemon::ConntrackSync)?;
+    up(Daemon::Proxy)?;
+    // Last: the arbiter's health probes need the proxy and the ruleset.
+    let argv = with(&["arbiter"]);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    lab.spawn(gw, &format!("{gw}-arbiter"), &argv)?;
+    up(Daemon::Arbiter)
+}
+
+/// After both arbiters started: exactly one gateway active, the ToR's best path for the
+/// default route and the upstream's for the NAT pool through it. Returns the active one.
+pub fn wait_roles(lab: &Lab) -> Result<&'static str> {
+    use igw_core::control::{self, Daemon, Request};
+    let role = |gw: &str| {
+        control::call(
+            &lab.dir.join(gw).join("run"),
+            Daemon::Arbiter,
+            &Request::new("status"),
+            std::time::Duration::from_secs(1),
+        )
+        .ok()
+        .and_then(|r| r.data["role"].as_str().map(str::to_string))
+        .unwrap_or_default()
+    };
+    let nexthop = |router: &str, prefix: &str| -> Option<String> {
+        let out = frr::vtysh(lab, router, &format!("show ip bgp {prefix} json")).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+        let best = v["paths"]
+            .as_array()?
+            .iter()
+            .find(|p| p.pointer("/bestpath/overall").and_then(|b| b.as_bool()) == Some(true))?;
+        best.pointer("/nexthops/0/ip")?.as_str().map(str::to_string)
+    };
+    let mut active = None;
+    let ok = super::wait(std::time::Duration::from_secs(30), || {
+        let act: Vec<&'static str> = ["igw-a", "igw-b"]
+            .into_iter()
+            .filter(|g| role(g) == "active")
+            .collect();
+        let [gw] = act[..] else {
+            return false;
+        };
+        active = Some(gw);
+        let (Ok(tor), Ok(up)) = (gw_addr(gw, "tor"), gw_addr(gw, "upstream")) else {
+            return false;
+        };
+        nexthop("tor", "0.0.0.0/0") == Some(tor.to_string())
+            && nexthop("upstream", "198.51.100.10/32") == Some(up.to_string())
+    });
+    match (ok, active) {
+        (true, Some(gw)) => Ok(gw),
+        _ => Err(anyhow!(
+            "no single active gateway drawing the traffic within 30 s (igw-a {}, igw-b {}); see {}/logs/igw-*-arbiter.log",
+            role("igw-a"),
+            role("igw-b"),
+            lab.dir.display()
+        )),
     }
-    Ok(())
 }

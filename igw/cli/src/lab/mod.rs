@@ -455,6 +455,11 @@ fn build(lab: &mut Lab) -> Result<()> {
         ));
         gateway::daemons(lab, gw)?;
     }
+    lab.step(
+        "waiting for the arbiters: one active gateway, the ToR and the upstream routing to it",
+    );
+    let active = gateway::wait_roles(lab)?;
+    lab.step(&format!("{active} is active"));
     Ok(())
 }
 

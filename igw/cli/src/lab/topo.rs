@@ -117,6 +117,19 @@ pub const ROUTES: &[Route] = &[
         dst: "default",
         via: "203.0.113.1",
     },
+    // The arbiters' second heartbeat path runs through the ToR (peer.fabric_address): each
+    // gateway reaches the other's fabric link address via the ToR, which BGP does not
+    // carry (only the default route and tenant prefixes are exchanged).
+    Route {
+        host: "igw-a",
+        dst: "198.19.1.2/31",
+        via: "198.19.1.0",
+    },
+    Route {
+        host: "igw-b",
+        dst: "198.19.1.0/31",
+        via: "198.19.1.2",
+    },
 ];
 
 /// The lab's Internet names: (name, address, what the example policy says about it).
