@@ -7,12 +7,11 @@ mod fabric_topo;
 
 use std::time::{Duration, Instant};
 
-use fabric_topo::{Pair, best_path, wait_best};
+use fabric_topo::{Pair, best_path, wait_best_as};
 use igw_core::NodeConfig;
 use igw_fabric::{FrrDriver, FrrError};
 
 #[test]
-#[ignore = "races: the best-path wait returns before the prepend change is re-advertised (issue #5 note); run with --ignored"]
 fn prepend_steers_tor_and_upstream() {
     let pair = Pair::start();
     pair.wait_established();
@@ -25,22 +24,22 @@ fn prepend_steers_tor_and_upstream() {
     let t = da.set_prepend(&na, 1).unwrap();
     println!("igw-a set-prepend 1 via vtysh: {:.3} s", t.as_secs_f64());
     assert_eq!(da.prepend_in_force(&na).unwrap(), 1);
-    let asp = wait_best(
+    // Both started at 3 prepends and igw-a already wins the router-id tie-break: wait for
+    // the new AS path (one prepend on the active's routes), not just the next hop.
+    wait_best_as(
         &pair,
         &pair.tor,
         "0.0.0.0/0",
         "198.19.1.1",
+        "65010 65010",
         Duration::from_secs(30),
     );
-    assert_eq!(
-        asp, "65010 65010",
-        "one prepend on the active's default route"
-    );
-    wait_best(
+    wait_best_as(
         &pair,
         &pair.up,
         "198.51.100.10/32",
         "198.19.2.1",
+        "65010 65010",
         Duration::from_secs(30),
     );
 
@@ -116,19 +115,21 @@ fn prepend_steers_tor_and_upstream() {
     // Take-over: igw-b with no prepend wins at once on both routers.
     let t0 = Instant::now();
     let t = db.set_prepend(&nb, 0).unwrap();
-    wait_best(
+    wait_best_as(
         &pair,
         &pair.tor,
         "0.0.0.0/0",
         "198.19.1.3",
+        "65010",
         Duration::from_secs(30),
     );
     let tor_moved = t0.elapsed();
-    wait_best(
+    wait_best_as(
         &pair,
         &pair.up,
         "198.51.100.10/32",
         "198.19.2.3",
+        "65010",
         Duration::from_secs(30),
     );
     let up_moved = t0.elapsed();

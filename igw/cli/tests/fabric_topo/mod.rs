@@ -242,3 +242,18 @@ pub fn wait_best(pair: &Pair, r: &Frr, prefix: &str, nh: &str, limit: Duration) 
         ),
     }
 }
+
+/// Waits (bounded) until `prefix`'s best path on `r` goes via `nh` with AS path `aspath`.
+/// A prepend change is re-advertised after the driver returns: waiting for the next hop
+/// alone can see the old advertisement (the same next hop, the old AS path).
+pub fn wait_best_as(pair: &Pair, r: &Frr, prefix: &str, nh: &str, aspath: &str, limit: Duration) {
+    let want = (nh.to_string(), aspath.to_string());
+    if wait_for(limit, || best_path(r, prefix).filter(|b| *b == want)).is_none() {
+        panic!(
+            "best path of {prefix} on {} is {:?}, expected via {nh} with AS path `{aspath}`\n{}",
+            r.name(),
+            best_path(r, prefix),
+            pair.logs()
+        );
+    }
+}
