@@ -12,7 +12,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -27,12 +27,19 @@ pub struct Findings {
     /// Index (0-based) of the first request head with both Content-Length and
     /// Transfer-Encoding; `u64::MAX` while there is none.
     first_cl_te: AtomicU64,
+    /// Everything read so far ends at a message boundary (no partial head or body).
+    at_boundary: AtomicBool,
+    /// Set while the connection is being parked: hyper's final shutdown of the I/O must
+    /// leave the socket open.
+    pub(crate) parking: AtomicBool,
 }
 
 impl Default for Findings {
     fn default() -> Self {
         Self {
             first_cl_te: AtomicU64::new(u64::MAX),
+            at_boundary: AtomicBool::new(true),
+            parking: AtomicBool::new(false),
         }
     }
 }
@@ -42,6 +49,11 @@ impl Findings {
     /// carried both Content-Length and Transfer-Encoding.
     pub fn cl_te(&self, index: u64) -> bool {
         self.first_cl_te.load(Ordering::Acquire) <= index
+    }
+
+    /// True when the bytes read so far end exactly at a message boundary.
+    pub fn at_boundary(&self) -> bool {
+        self.at_boundary.load(Ordering::Acquire)
     }
 }
 
@@ -148,6 +160,10 @@ impl Framer {
         if self.line.is_empty() && self.line.capacity() > 1024 {
             self.line = Vec::new();
         }
+        self.findings.at_boundary.store(
+            self.state == State::Start && self.line.is_empty(),
+            Ordering::Release,
+        );
     }
 
     fn stop(&mut self) {
@@ -258,11 +274,14 @@ fn trim(v: &[u8]) -> &[u8] {
     }
 }
 
-/// Feeds every byte read from the client to a [`Framer`] before hyper sees it.
+/// Feeds every byte read from the client to a [`Framer`] before hyper sees it. Also
+/// replays bytes a finished hyper connection had read but not used (`prefix`), and
+/// leaves the socket open on hyper's final shutdown while the connection is parked.
 #[derive(Debug)]
 pub struct SniffIo<T> {
     inner: T,
     framer: Framer,
+    prefix: bytes::Bytes,
 }
 
 impl<T> SniffIo<T> {
@@ -270,11 +289,21 @@ impl<T> SniffIo<T> {
         Self {
             inner,
             framer: Framer::new(findings),
+            prefix: bytes::Bytes::new(),
         }
     }
 
     pub fn into_inner(self) -> T {
         self.inner
+    }
+
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
+    /// Bytes the reader saw already, handed out again before the socket is read.
+    pub fn replay(&mut self, prefix: bytes::Bytes) {
+        self.prefix = prefix;
     }
 }
 
@@ -284,6 +313,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for SniffIo<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            let chunk = self.prefix.split_to(n);
+            buf.put_slice(&chunk);
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = r
@@ -322,6 +357,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for SniffIo<T> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.framer.findings.parking.load(Ordering::Acquire) {
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -10,12 +10,33 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Bytes {
     /// From the client.
     pub rx: AtomicU64,
     /// To the client.
     pub tx: AtomicU64,
+    base: Instant,
+    /// Milliseconds after `base` of the last byte either way.
+    last_ms: AtomicU64,
+}
+
+impl Default for Bytes {
+    fn default() -> Self {
+        Self {
+            rx: AtomicU64::new(0),
+            tx: AtomicU64::new(0),
+            base: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Bytes {
+    /// When the last byte moved either way.
+    pub fn last_activity(&self) -> Instant {
+        self.base + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
 }
 
 #[derive(Debug)]
@@ -41,7 +62,14 @@ impl<T> IdleIo<T> {
     }
 
     fn touch(&mut self) {
-        self.sleep.as_mut().reset(Instant::now() + self.idle);
+        let now = Instant::now();
+        self.sleep.as_mut().reset(now + self.idle);
+        let ms = now.duration_since(self.bytes.base).as_millis() as u64;
+        self.bytes.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    pub fn get_ref(&self) -> &T {
+        &self.inner
     }
 
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {

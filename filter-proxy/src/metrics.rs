@@ -49,6 +49,7 @@ pub struct Metrics {
     pub requests: Family<ReqLabels, Counter>,
     pub refused_connections: Family<ReasonLabels, Counter>,
     pub connections: Gauge,
+    pub parked: Gauge,
     pub reloads_ok: Counter,
     pub reloads_failed: Counter,
     pub bytes_from_clients: Counter,
@@ -71,6 +72,11 @@ impl Metrics {
             "igw_proxy_connections",
             "Client connections open",
             self.connections.clone(),
+        );
+        r.register(
+            "igw_proxy_parked_connections",
+            "Idle keep-alive client connections parked (socket only, no HTTP state)",
+            self.parked.clone(),
         );
         r.register(
             "igw_proxy_reloads_ok",

@@ -25,6 +25,7 @@ use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -450,6 +451,28 @@ struct ConnCtx {
     findings: Arc<Findings>,
     /// Requests handed to the service so far on this connection.
     requests: AtomicU64,
+    /// Requests whose handler has not returned yet.
+    in_handler: AtomicU64,
+}
+
+/// A keep-alive connection quiet for this long, between two requests, is parked: hyper's
+/// per-connection state and buffers (16 KiB) are freed and only the socket is kept until
+/// the client sends again. Idle keep-alive clients then cost a few hundred bytes each.
+const PARK_AFTER: Duration = Duration::from_millis(500);
+
+fn parkable(ctx: &ConnCtx, bytes: &crate::idle::Bytes) -> bool {
+    ctx.in_handler.load(Ordering::Acquire) == 0
+        && ctx.findings.at_boundary()
+        && bytes.last_activity().elapsed() >= PARK_AFTER
+}
+
+/// Counts a handler as running until it returns or is dropped.
+struct InHandler(Arc<ConnCtx>);
+
+impl Drop for InHandler {
+    fn drop(&mut self) {
+        self.0.in_handler.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 async fn serve_http(
@@ -463,32 +486,72 @@ async fn serve_http(
     let io = IdleIo::new(stream, shared.limits.idle_timeout);
     let bytes = io.bytes.clone();
     let findings = Arc::new(Findings::default());
-    let io = SniffIo::new(io, findings.clone());
+    let mut io = ClientIo::new(SniffIo::new(io, findings.clone()));
     let ctx = Arc::new(ConnCtx {
         shared: shared.clone(),
         peer,
         orig,
         tenant: guard.tenant.clone(),
-        findings,
+        findings: findings.clone(),
         requests: AtomicU64::new(0),
+        in_handler: AtomicU64::new(0),
     });
+    let ctx2 = ctx.clone();
     let svc = service_fn(move |req| {
-        let ctx = ctx.clone();
+        let ctx = ctx2.clone();
         async move { Ok::<_, Infallible>(handle(ctx, req).await) }
     });
-    let conn = http1::Builder::new()
+    let mut builder = http1::Builder::new();
+    builder
         .timer(TokioTimer::new())
         .header_read_timeout(shared.limits.header_timeout)
         .max_buf_size(shared.limits.max_header_bytes.max(8192))
-        .keep_alive(true)
-        .serve_connection(ClientIo::new(io), svc)
-        .with_upgrades();
-    tokio::pin!(conn);
-    let res = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = async { let _ = shutdown.wait_for(|s| *s).await; } => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+        .keep_alive(true);
+    let res = loop {
+        // Boxed so that a parked connection's task holds none of hyper's state.
+        let mut conn = Box::pin(builder.serve_connection(io, svc.clone()).with_upgrades());
+        let parked = loop {
+            tokio::select! {
+                r = conn.as_mut() => break Err(r),
+                _ = async { let _ = shutdown.wait_for(|s| *s).await; } => {
+                    conn.as_mut().graceful_shutdown();
+                    break Err(conn.as_mut().await);
+                }
+                _ = tokio::time::sleep(PARK_AFTER) => {
+                    if parkable(&ctx, &bytes) {
+                        findings.parking.store(true, Ordering::Release);
+                        conn.as_mut().graceful_shutdown();
+                        break Ok(conn.as_mut().await);
+                    }
+                }
+            }
+        };
+        // Parked: hyper finished without closing the socket; take the socket back and
+        // free hyper's buffers until the client sends again.
+        let parts = match parked {
+            Err(r) | Ok(r @ Err(_)) => break r,
+            Ok(Ok(())) => match Pin::into_inner(conn).into_parts() {
+                Some(p) => p,
+                None => break Ok(()),
+            },
+        };
+        findings.parking.store(false, Ordering::Release);
+        io = parts.io;
+        if !parts.read_buf.is_empty() {
+            io.inner_mut().replay(parts.read_buf);
+        } else {
+            shared.metrics.parked.inc();
+            let idle_until = bytes.last_activity() + shared.limits.idle_timeout;
+            let stream = io.inner().get_ref().get_ref();
+            let woke = tokio::select! {
+                r = stream.readable() => r.is_ok(),
+                _ = tokio::time::sleep_until(idle_until) => false,
+                _ = async { let _ = shutdown.wait_for(|s| *s).await; } => false,
+            };
+            shared.metrics.parked.dec();
+            if !woke {
+                break Ok(());
+            }
         }
     };
     if let Err(e) = res {
@@ -634,6 +697,8 @@ async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<Body> {
         warn_limited!(src = %ctx.peer, why, "request refused");
     };
     let index = ctx.requests.fetch_add(1, Ordering::Relaxed);
+    ctx.in_handler.fetch_add(1, Ordering::AcqRel);
+    let _running = InHandler(ctx.clone());
     // hyper removed Content-Length from such a request; the second reader saw it.
     if req.headers().contains_key(header::TRANSFER_ENCODING) && ctx.findings.cl_te(index) {
         let why = "both Content-Length and Transfer-Encoding";

@@ -91,3 +91,61 @@ fn curl_http_and_connect_allowed_and_denied() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An idle keep-alive client is parked (hyper's state freed, the socket kept) and served
+/// again on the same connection when it sends: a plain request, a pipelined pair, and a
+/// CONNECT after the pause all work, without the proxy closing the connection.
+#[test]
+fn parked_keep_alive_connection_serves_again() {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    let plain = Origin::start();
+    let tls = TlsOrigin::start(&["allowed.test"]);
+    let dir = tempdir("proxy-park");
+    let proxy = Proxy::start(&dir, &policy(&[plain.port, tls.port]), HOSTS, &[]);
+    let mut s = std::net::TcpStream::connect(proxy.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let get = format!(
+        "GET http://allowed.test:{0}/ HTTP/1.1\r\nHost: allowed.test:{0}\r\n\r\n",
+        plain.port
+    );
+    // Reads until `n` answers of body "ok" arrived (bounded by the read timeout).
+    let read_answers = |s: &mut std::net::TcpStream, n: usize| -> String {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while String::from_utf8_lossy(&out).matches("\r\n\r\nok").count() < n {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => out.extend_from_slice(&buf[..k]),
+            }
+        }
+        String::from_utf8_lossy(&out).to_string()
+    };
+    s.write_all(get.as_bytes()).unwrap();
+    let a = read_answers(&mut s, 1);
+    assert!(a.starts_with("HTTP/1.1 200"), "{a}");
+    // Longer than the parking delay (500 ms), twice: each time a new hyper connection
+    // takes the same socket.
+    for round in 0..2 {
+        std::thread::sleep(Duration::from_millis(1500));
+        s.write_all(format!("{get}{get}").as_bytes()).unwrap();
+        let a = read_answers(&mut s, 2);
+        assert_eq!(a.matches("HTTP/1.1 200").count(), 2, "round {round}: {a}");
+        assert!(!a.to_ascii_lowercase().contains("connection: close"), "{a}");
+    }
+    assert_eq!(plain.hits(), 5);
+    std::thread::sleep(Duration::from_millis(1500));
+    s.write_all(
+        format!(
+            "CONNECT allowed.test:{0} HTTP/1.1\r\nHost: allowed.test:{0}\r\n\r\n",
+            tls.port
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut buf = [0u8; 512];
+    let n = s.read(&mut buf).unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
