@@ -7,9 +7,10 @@ use std::time::Instant;
 
 use anyhow::{Context, anyhow};
 use igw_core::{ConfigError, Diagnostic, NodeConfig, Policy};
-use igw_ruleset::nft::{self, Compiled, Plan, running, textdiff};
+use igw_ruleset::nft::running::{Running, Snapshot};
+use igw_ruleset::nft::{self, Compiled, Plan, batch, running, textdiff};
 
-use crate::{CliError, Global};
+use crate::{CliError, Global, nft_netlink};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -102,9 +103,13 @@ pub fn run(g: &Global, a: &Args) -> Result<(), CliError> {
 
 /// Loads both files and compiles; every refusal is a configuration error (exit 2).
 fn load(g: &Global) -> Result<Compiled, CliError> {
+    load_with_node(g).map(|(_, c)| c)
+}
+
+fn load_with_node(g: &Global) -> Result<(NodeConfig, Compiled), CliError> {
     let node = NodeConfig::load(&g.node)?;
     let policy = Policy::load(&g.policy)?;
-    nft::compile(&node, &policy).map_err(|e| {
+    let c = nft::compile(&node, &policy).map_err(|e| {
         let file = match e {
             nft::CompileError::LongId { .. } => g.policy.clone(),
             _ => g.node.clone(),
@@ -116,7 +121,8 @@ fn load(g: &Global) -> Result<Compiled, CliError> {
             field: String::new(),
             message: e.to_string(),
         }))
-    })
+    })?;
+    Ok((node, c))
 }
 
 /// Runs nft; returns (success, stdout, stderr).
@@ -157,6 +163,72 @@ fn running_json() -> anyhow::Result<Option<String>> {
     }
 }
 
+/// Above this many changed prefixes an element update goes through `nft` (one big
+/// transaction it handles well); below, through igw's own netlink batch, which does not
+/// need the whole set listed first.
+const NETLINK_MAX_PREFIXES: usize = 4096;
+
+/// Where the last commit is remembered (see `running::Snapshot`).
+fn snapshot_path(node: &NodeConfig) -> std::path::PathBuf {
+    node.control.run_dir.join("ruleset.snapshot")
+}
+
+/// The running table: remembered from igw's last commit when the kernel's generation says
+/// nothing changed since, else listed back with `nft -j`. Returns it and where it came from.
+fn running_table(
+    node: &NodeConfig,
+    nl: Option<&mut nft_netlink::NfSock>,
+) -> Result<(Option<Running>, &'static str, Option<u32>), CliError> {
+    let genid = nl.and_then(|s| s.genid().ok());
+    if let (Some(g), Ok(ns)) = (genid, nft_netlink::netns_id())
+        && let Ok(text) = std::fs::read_to_string(snapshot_path(node))
+        && let Some(snap) = Snapshot::parse(&text)
+        && snap.genid == g
+        && snap.netns == ns
+    {
+        return Ok((Some(snap.running), "known from igw's last commit", genid));
+    }
+    let running = match running_json()? {
+        Some(j) => Some(running::parse(&j).context("reading the running table")?),
+        None => None,
+    };
+    Ok((running, "listed back", genid))
+}
+
+/// Remembers what was just committed, if the generation proves the commit was the only
+/// one since `before`; otherwise forgets (the next apply lists the table back).
+fn remember(node: &NodeConfig, c: &Compiled, before: Option<u32>, after: Option<u32>) {
+    let path = snapshot_path(node);
+    let snap = match (before, after, nft_netlink::netns_id()) {
+        (Some(b), Some(a), Ok(netns)) if a == b.wrapping_add(1) => Snapshot {
+            netns,
+            genid: a,
+            running: Running {
+                fingerprint: Some(c.fingerprint.clone()),
+                sets: c
+                    .table
+                    .sets
+                    .iter()
+                    .map(|s| (s.name.clone(), s.elems.clone()))
+                    .collect(),
+            },
+        },
+        _ => {
+            let _ = std::fs::remove_file(&path);
+            return;
+        }
+    };
+    let tmp = path.with_extension("snapshot.tmp");
+    let res = std::fs::create_dir_all(&node.control.run_dir)
+        .and_then(|()| std::fs::write(&tmp, snap.to_text()))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = res {
+        // Only speed is lost: the next apply lists the table back.
+        eprintln!("note: cannot write {}: {e}", path.display());
+        let _ = std::fs::remove_file(&tmp);
+    }
+}
+
 fn apply(
     g: &Global,
     full: bool,
@@ -164,47 +236,91 @@ fn apply(
     json: bool,
     fault_inject: bool,
 ) -> Result<(), CliError> {
-    let c = load(g)?;
-    let running = match running_json()? {
-        Some(j) => Some(running::parse(&j).context("reading the running table")?),
-        None => None,
-    };
+    let (node, c) = load_with_node(g)?;
+    // Without netlink (no permission, old kernel) everything still works through nft.
+    let mut nl = nft_netlink::NfSock::open().ok();
+    let (running, source, gen_before) = running_table(&node, nl.as_mut())?;
     let plan = if full {
         Plan::Full
     } else {
         nft::plan(&c, running.as_ref())
     };
-    let mut tx = match &plan {
-        Plan::Nothing if !fault_inject => {
-            println!("{}", plan.describe());
-            return Ok(());
+    if matches!(plan, Plan::Nothing) && !fault_inject {
+        println!("{}", plan.describe());
+        if !dry_run && source == "listed back" {
+            remember(&node, &c, gen_before.map(|g| g.wrapping_sub(1)), gen_before);
         }
-        Plan::Nothing | Plan::Full => nft::full_replace(&c),
-        Plan::Elements(d) => nft::element_update(d),
-    };
-    if fault_inject {
-        tx = nft::with_fault(tx);
+        return Ok(());
     }
+    let via_netlink = match (&plan, &nl) {
+        (Plan::Elements(d), Some(_)) => {
+            d.iter()
+                .map(|(_, x)| x.add.len() + x.remove.len())
+                .sum::<usize>()
+                <= NETLINK_MAX_PREFIXES
+        }
+        _ => false,
+    };
     if dry_run {
         println!("would apply: {}", plan.describe());
         if json {
+            let tx = match &plan {
+                Plan::Elements(d) => nft::element_update(d),
+                _ => nft::full_replace(&c),
+            };
             println!("{}", nft::to_json(&tx));
         }
         return Ok(());
     }
     let t0 = Instant::now();
-    let (ok, _out, err) = nft_cmd(&["-j", "-f", "-"], Some(&nft::to_json(&tx)))?;
-    if !ok {
-        return Err(anyhow!(
-            "nft refused the transaction; the running ruleset is unchanged.\n{}",
-            err.trim_end()
-        )
-        .into());
+    if let (true, Plan::Elements(d), Some(sock)) = (via_netlink, &plan, nl.as_mut()) {
+        let mut d = d.clone();
+        if fault_inject {
+            // A delete from a set that does not exist: the kernel aborts the whole batch.
+            d.push((
+                "igw-fault-inject-missing".to_string(),
+                running::SetDelta {
+                    remove: vec!["192.0.2.0/24".parse().context("fault prefix")?],
+                    add: vec![],
+                },
+            ));
+        }
+        sock.commit(|seq| batch::element_batch(nft::TABLE, &d, seq))
+            .map_err(|e| {
+                anyhow!(
+                    "the kernel refused the element update; the running ruleset is \
+                     unchanged.\n{e:#}"
+                )
+            })?;
+    } else {
+        let mut tx = match &plan {
+            Plan::Elements(d) => nft::element_update(d),
+            _ => nft::full_replace(&c),
+        };
+        if fault_inject {
+            tx = nft::with_fault(tx);
+        }
+        let (ok, _out, err) = nft_cmd(&["-j", "-f", "-"], Some(&nft::to_json(&tx)))?;
+        if !ok {
+            return Err(anyhow!(
+                "nft refused the transaction; the running ruleset is unchanged.\n{}",
+                err.trim_end()
+            )
+            .into());
+        }
     }
+    let took = t0.elapsed();
+    let gen_after = nl.as_mut().and_then(|s| s.genid().ok());
+    remember(&node, &c, gen_before, gen_after);
     println!(
-        "applied: {} in {:.3} s",
+        "applied: {} in {:.3} s (running table {source}; {})",
         plan.describe(),
-        t0.elapsed().as_secs_f64()
+        took.as_secs_f64(),
+        if via_netlink {
+            "netlink batch"
+        } else {
+            "nft -j -f"
+        }
     );
     Ok(())
 }

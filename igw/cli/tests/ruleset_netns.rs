@@ -351,6 +351,38 @@ fn ruleset_applies_filters_nats_diverts_and_reloads_safely() {
         "203.0.113.10/31 in the set: {listing}"
     );
 
+    // An element update the kernel refuses (igw's netlink batch, with a delete from a set
+    // that does not exist appended): exit 1, the whole batch aborted, nothing changes.
+    lab.write_policy(&policy(
+        "\"203.0.113.10\", \"203.0.113.12\"",
+        "9000",
+        "[[l3_rules]]\nid = \"ping\"\nproto = \"icmp\"\n",
+    ));
+    let (code, out) = lab.igw(&["apply", "--fault-inject"]);
+    assert_eq!(code, 1, "refused element update: {out}");
+    assert!(
+        out.contains("the kernel refused the element update"),
+        "{out}"
+    );
+    assert_eq!(
+        lab.table_json(),
+        listing,
+        "a refused element update changed the table"
+    );
+    // The same change without the fault goes in; a second apply finds nothing to do
+    // (the running table remembered from that commit).
+    let (code, out) = lab.igw(&["apply"]);
+    assert_eq!(code, 0, "element apply: {out}");
+    assert!(out.contains("netlink batch"), "{out}");
+    assert!(
+        lab.table_json().contains("203.0.113.12"),
+        "{}",
+        lab.table_json()
+    );
+    let (code, out) = lab.igw(&["apply"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("no change"), "{out}");
+
     // An invalid policy: exit 2, nothing changes.
     let before = lab.table_json();
     lab.write_policy(&format!(

@@ -11,6 +11,7 @@
 //! the same structure (same fingerprint) and only set elements differ, the plan is an
 //! element update instead: counters, rules and handles stay.
 
+pub mod batch;
 pub mod compile;
 pub mod ir;
 pub mod running;
