@@ -2,9 +2,17 @@
 //! the command a person would type, what came back and whether that is what the example
 //! policy promises; the demo fails (exit 1) if any promise does not hold.
 
-use anyhow::{Result, bail};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
+use anyhow::{Context, Result, bail};
+
+use super::traffic::Report;
 use super::{Lab, topo};
+
+fn d_title(t: &str) {
+    println!("\n== {t}");
+}
 
 struct Demo<'a> {
     lab: &'a Lab,
@@ -13,7 +21,7 @@ struct Demo<'a> {
 
 impl Demo<'_> {
     fn title(&self, t: &str) {
-        println!("\n== {t}");
+        d_title(t);
     }
 
     fn check(&mut self, what: &str, ok: bool, detail: &str) {
@@ -60,6 +68,128 @@ impl Demo<'_> {
             body.trim().to_string(),
             out.status.code().unwrap_or(-1),
         )
+    }
+
+    /// `igw status` on both gateways, printed; returns each node's role.
+    fn statuses(&mut self) -> Vec<(&'static str, String)> {
+        let exe = std::env::current_exe()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "igw".into());
+        let mut roles = Vec::new();
+        for gw in ["igw-a", "igw-b"] {
+            let node = self.lab.dir.join(gw).join("node.toml");
+            let node = node.to_string_lossy();
+            println!(
+                "   $ ip netns exec {} igw status --node {node}",
+                self.lab.ns(gw)
+            );
+            match self.lab.exec(gw, &[&exe, "status", "--node", &node]) {
+                Ok(s) => println!("{}", indent(s.trim_end())),
+                Err(e) => self.check(&format!("igw status on {gw}"), false, &e.to_string()),
+            }
+            let role = self
+                .lab
+                .exec(gw, &[&exe, "status", "--json", "--node", &node])
+                .ok()
+                .and_then(|j| serde_json::from_str::<serde_json::Value>(&j).ok())
+                .and_then(|v| v["arbiter"]["role"].as_str().map(str::to_string))
+                .unwrap_or_default();
+            roles.push((gw, role));
+        }
+        roles
+    }
+
+    fn role(&self, gw: &str) -> String {
+        let exe = std::env::current_exe()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "igw".into());
+        let node = self.lab.dir.join(gw).join("node.toml");
+        self.lab
+            .exec(
+                gw,
+                &[&exe, "status", "--json", "--node", &node.to_string_lossy()],
+            )
+            .ok()
+            .and_then(|j| serde_json::from_str::<serde_json::Value>(&j).ok())
+            .and_then(|v| v["arbiter"]["role"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+
+    /// 100 TCP flows and a UDP probe every 10 ms from tenant-a (`igw lab traffic`), the
+    /// active frozen 2 s into the stream; prints the outage the probes saw and the flows
+    /// that survived, then brings the node back and shows it returns as standby.
+    fn hard_failure(&mut self, active: &'static str) -> Result<()> {
+        use std::io::BufRead as _;
+        let peer = if active == "igw-a" { "igw-b" } else { "igw-a" };
+        let exe = std::env::current_exe()?;
+        let state_dir = self.lab.dir.parent().unwrap_or(&self.lab.dir);
+        println!(
+            "   $ igw lab traffic --from tenant-a --flows 100 --interval-ms 10 --duration-s 10 &"
+        );
+        let mut child = Command::new(&exe)
+            .args(["lab", "traffic", "--from", "tenant-a", "--flows", "100"])
+            .args(["--interval-ms", "10", "--duration-s", "10"])
+            .args(["--prefix", &self.lab.prefix, "--state-dir"])
+            .arg(state_dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let stderr = child.stderr.take().context("traffic stderr")?;
+        let started = std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .any(|l| l.contains("stream started"));
+        if !started {
+            let _ = child.kill();
+            let _ = child.wait();
+            self.check("the traffic started", false, "igw lab traffic exited early");
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        println!("   $ igw lab fail {active} --how freeze");
+        super::fail(&self.lab.prefix, active, super::FailHow::Freeze, true)?;
+        let out = child.wait_with_output()?;
+        let report: Option<Report> = serde_json::from_slice(&out.stdout).ok();
+        let Some(r) = report else {
+            self.check(
+                "the traffic report",
+                false,
+                &String::from_utf8_lossy(&out.stdout),
+            );
+            super::fail(&self.lab.prefix, active, super::FailHow::Freeze, false)?;
+            return Ok(());
+        };
+        println!(
+            "     outage seen by the probes: {:.0} ms ({} of {} probes lost)",
+            r.stream.max_gap_ms, r.stream.lost, r.stream.sent
+        );
+        println!(
+            "     established TCP flows still carrying data both ways: {} of {} \
+             (longest stall {} ms)",
+            r.flows.alive_at_end, r.flows.opened, r.flows.max_stall_ms
+        );
+        let survived = r.flows.alive_at_end == r.flows.opened && r.flows.failed.is_empty();
+        self.check(
+            "every established flow survived the failure",
+            survived,
+            &r.flows.failed.first().cloned().unwrap_or_default(),
+        );
+        let took = self.role(peer) == "active";
+        self.check(&format!("{peer} took over (active)"), took, "");
+
+        d_title("6. Recovery: the failed node comes back, as standby (no preemption)");
+        println!("   $ igw lab restore {active}");
+        super::fail(&self.lab.prefix, active, super::FailHow::Freeze, false)?;
+        let settled = super::wait(Duration::from_secs(30), || {
+            self.role(peer) == "active" && self.role(active) == "standby"
+        });
+        self.statuses();
+        self.check(
+            &format!("{active} is back as standby, {peer} still active"),
+            settled,
+            "",
+        );
+        Ok(())
     }
 
     /// A TCP connection from a host to the echo service: does a line come back?
@@ -164,6 +294,32 @@ pub fn run(lab: &Lab) -> Result<()> {
             println!("{}", indent(&lines.join("\n")));
         }
         Err(e) => d.check("igw ruleset show on igw-a", false, &e.to_string()),
+    }
+
+    d.title("4. Both nodes as the operator sees them: igw status");
+    let roles = d.statuses();
+    println!("     roles: {roles:?}");
+
+    d.title("5. Hard failure of the active node, under load");
+    // The pair may be between roles (a BFD flap on a loaded machine): wait, bounded, for
+    // exactly one active node.
+    let mut active = None;
+    super::wait(Duration::from_secs(30), || {
+        let r: Vec<String> = ["igw-a", "igw-b"].iter().map(|g| d.role(g)).collect();
+        active = match (r[0].as_str(), r[1].as_str()) {
+            ("active", b) if b != "active" && !b.is_empty() => Some("igw-a"),
+            (a, "active") if a != "active" && !a.is_empty() => Some("igw-b"),
+            _ => None,
+        };
+        active.is_some()
+    });
+    match active {
+        None => d.check(
+            "one node is active before the failure",
+            false,
+            &format!("{roles:?}"),
+        ),
+        Some(active) => d.hard_failure(active)?,
     }
 
     if !d.failed.is_empty() {

@@ -1,0 +1,65 @@
+//! Promise: an active node whose uplink flaps (5 times in 30 s) does not make the pair
+//! oscillate: the role moves at most once (to the peer, which is never preempted; the
+//! flapping node stays out through its hold-down), established flows survive (all 100 still
+//! echo both ways), and there is exactly one active node at the end, filtering.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{GATEWAYS, Lab, assert_flows_survived, print_figures};
+
+/// Promotions to active logged by a node's arbiter after byte `from` of its log.
+fn promotions(lab: &Lab, gw: &str, from: usize) -> usize {
+    let log = std::fs::read_to_string(lab.dir().join(format!("logs/{gw}-arbiter.log")))
+        .unwrap_or_default();
+    log.get(from..)
+        .unwrap_or("")
+        .lines()
+        .filter(|l| l.contains("role change") && l.contains("to=\"active\""))
+        .count()
+}
+
+fn log_len(lab: &Lab, gw: &str) -> usize {
+    std::fs::metadata(lab.dir().join(format!("logs/{gw}-arbiter.log")))
+        .map(|m| m.len() as usize)
+        .unwrap_or(0)
+}
+
+#[test]
+#[ignore = "fails on this machine with main at 54a57cf: after a take-over the flows' synced conntrack entries are in the new active's table with the NAT reply tuple, yet their packets leave un-NATed and the egress guard drops them (flows stall); the pair also changes roles under CPU load. Run with --ignored; see tests/failover/README.md"]
+fn uplink_flapped_five_times_in_30_s() {
+    let lab = Lab::up("fl");
+    let active = lab.one_active();
+    let marks: Vec<usize> = GATEWAYS.iter().map(|g| log_len(&lab, g)).collect();
+    let t = lab.traffic(40);
+    std::thread::sleep(Duration::from_secs(2));
+    for i in 0..5 {
+        let out = lab.exec(active, &["ip", "link", "set", "up0", "down"]);
+        assert!(out.status.success(), "flap {i}: {}", common::text(&out));
+        std::thread::sleep(Duration::from_secs(1));
+        let out = lab.exec(active, &["ip", "link", "set", "up0", "up"]);
+        assert!(out.status.success(), "flap {i}: {}", common::text(&out));
+        std::thread::sleep(Duration::from_secs(5));
+    }
+    let r = t.finish();
+    print_figures(&format!("uplink of {active} flapped 5 times"), &r);
+    let promoted: Vec<usize> = GATEWAYS
+        .iter()
+        .zip(&marks)
+        .map(|(g, m)| promotions(&lab, g, *m))
+        .collect();
+    println!(
+        "promotions to active during the flapping: igw-a {}, igw-b {}",
+        promoted[0], promoted[1]
+    );
+    assert_flows_survived(&r);
+    let end = lab.one_active();
+    assert!(
+        promoted.iter().sum::<usize>() <= 1,
+        "the role oscillated ({promoted:?} promotions)\n{}",
+        lab.logs()
+    );
+    println!("active at the end: {end}");
+    lab.assert_filtering_on(end);
+}
