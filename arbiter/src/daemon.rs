@@ -211,12 +211,40 @@ struct Core<O: Outbox> {
     /// The last role change (from, to, reason, when), for status: the current reason may
     /// since have been refined (e.g. "recovering: hold-down").
     last_change: Option<Value>,
+    /// When the loop last ran (stall detection, see [`Core::resume`]).
+    last_run: Instant,
     limit: RateLimit,
 }
 
 impl<O: Outbox> Core<O> {
     fn now(&self) -> Duration {
         Instant::now().duration_since(self.start)
+    }
+
+    /// Called whenever the loop runs. The loop runs at least every heartbeat interval (its
+    /// tick); a longer gap means this process did not run (CPU starvation, SIGSTOP), and
+    /// that time must not count against the peer: its heartbeats could not be read. The
+    /// peer's last-seen times move forward by the stall, so only a peer that stays silent
+    /// while this node runs is declared lost.
+    fn resume(&mut self) {
+        let now = Instant::now();
+        let gap = now.duration_since(self.last_run);
+        self.last_run = now;
+        let hb = self.set.cfg.heartbeat_interval;
+        if gap > hb * 2 {
+            let lost = gap - hb;
+            for t in self.state.last_seen.iter_mut().flatten() {
+                *t += lost;
+            }
+            self.metrics.stalled(lost);
+            if let Some(n) = self.limit.allow("stall", Duration::from_secs(10)) {
+                warn!(
+                    stalled_ms = lost.as_millis() as u64,
+                    suppressed = n,
+                    "the arbiter did not run for longer than a heartbeat interval (CPU starvation or stopped): peer timers paused for that time"
+                );
+            }
+        }
     }
 
     fn send_heartbeats(&mut self) {
@@ -376,6 +404,7 @@ impl<O: Outbox> Core<O> {
                 "hold_down": cfg.hold_down.as_millis() as u64,
                 "handover_timeout": cfg.handover_timeout.as_millis() as u64,
             },
+            "stalls": self.metrics.stalls(),
             "heartbeats": {
                 "sent": hb(&|p| self.metrics.sent(p)),
                 "received": hb(&|p| self.metrics.received(p)),
@@ -615,6 +644,7 @@ pub async fn run<E: Effects, O: Outbox>(
         problems: Vec::new(),
         since: start,
         last_change: None,
+        last_run: start,
         limit: RateLimit::default(),
         set,
     };
@@ -631,6 +661,10 @@ pub async fn run<E: Effects, O: Outbox>(
     // Health before anything else: a node that starts healthy must not spend the
     // hold-down in Fault because its first probe was late.
     let first = probe_bounded(&*effects, core.set.probe_timeout).await;
+    // Listening for the peer starts now: a slow first probe must not use up the Init
+    // detection time before a single datagram was read.
+    core.state.started = core.now();
+    core.last_run = Instant::now();
     core.probe(first);
     let probes = tokio::spawn(prober(
         effects.clone(),
@@ -647,13 +681,27 @@ pub async fn run<E: Effects, O: Outbox>(
     loop {
         tokio::select! {
             _ = tick.tick() => {
+                core.resume();
                 core.send_heartbeats();
+                // Datagrams that arrived while this loop waited are read before the timers
+                // are judged: a late tick must not find the peer "silent" with its
+                // heartbeats still queued.
+                tokio::task::yield_now().await;
+                for _ in 0..256 {
+                    match rx.try_recv() {
+                        Ok(i) => core.input(i),
+                        Err(_) => break,
+                    }
+                }
                 core.step(Event::Tick);
             }
-            i = rx.recv(), if inputs_open => match i {
-                Some(i) => core.input(i),
-                None => inputs_open = false,
-            },
+            i = rx.recv(), if inputs_open => {
+                core.resume();
+                match i {
+                    Some(i) => core.input(i),
+                    None => inputs_open = false,
+                }
+            }
             _ = &mut shutdown, if stopping.is_none() => {
                 info!(role = core.state.role.as_str(), "stopping: maintenance on, handing over if active");
                 stopping = Some(Instant::now() + core.set.stop_timeout);

@@ -36,6 +36,8 @@ pub struct Metrics {
     prepend: Gauge,
     peer_alive: Gauge,
     health: Family<Labels, Gauge>,
+    stalls: Counter,
+    stalled_seconds: Counter<f64>,
     registry: Registry,
 }
 
@@ -59,6 +61,8 @@ impl Metrics {
             prepend: Gauge::default(),
             peer_alive: Gauge::default(),
             health: Family::default(),
+            stalls: Counter::default(),
+            stalled_seconds: Counter::default(),
             registry: Registry::with_prefix("igw_arbiter"),
         };
         let r = &mut m.registry;
@@ -116,6 +120,16 @@ impl Metrics {
             "health",
             "1 when the local check passes, by check (proxy, nft, bgp, upstream)",
             m.health.clone(),
+        );
+        r.register(
+            "stalls",
+            "Times the arbiter's loop did not run for over two heartbeat intervals (CPU starvation, stopped)",
+            m.stalls.clone(),
+        );
+        r.register(
+            "stalled_seconds",
+            "Time the arbiter's loop did not run beyond one heartbeat interval, summed",
+            m.stalled_seconds.clone(),
         );
         for role in ["init", "active", "standby", "maintenance", "fault"] {
             m.role.get_or_create(&l("role", role)).set(0);
@@ -189,6 +203,15 @@ impl Metrics {
         self.action_failures
             .get_or_create(&l("action", action))
             .get()
+    }
+
+    pub fn stalled(&self, d: Duration) {
+        self.stalls.inc();
+        self.stalled_seconds.inc_by(d.as_secs_f64());
+    }
+
+    pub fn stalls(&self) -> u64 {
+        self.stalls.get()
     }
 
     pub fn set_prepend(&self, n: u8) {

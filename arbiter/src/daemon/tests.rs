@@ -126,12 +126,23 @@ impl Effects for Mock {
 struct Link {
     to: mpsc::Sender<Input>,
     up: Arc<[AtomicBool; 2]>,
+    /// Transit time of a datagram.
+    delay: Duration,
 }
 
 impl Outbox for Link {
     fn send(&self, path: HbPath, msg: &[u8]) -> std::io::Result<()> {
         if self.up[path as usize].load(Ordering::SeqCst) {
-            let _ = self.to.try_send(Input::Datagram(Some(path), msg.to_vec()));
+            let d = Input::Datagram(Some(path), msg.to_vec());
+            if self.delay.is_zero() {
+                let _ = self.to.try_send(d);
+            } else {
+                let (to, delay) = (self.to.clone(), self.delay);
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = to.try_send(d);
+                });
+            }
         }
         Ok(())
     }
@@ -202,16 +213,22 @@ fn spawn<O: Outbox>(
 /// Node 1 (priority 200) and node 2 (priority 100); `links[0]` carries 1 -> 2, `links[1]`
 /// 2 -> 1.
 fn pair() -> (Node, Node, [Arc<[AtomicBool; 2]>; 2]) {
+    pair_with_delay(Duration::ZERO)
+}
+
+fn pair_with_delay(delay: Duration) -> (Node, Node, [Arc<[AtomicBool; 2]>; 2]) {
     let (c1, c2) = (channel(), channel());
     let up = || Arc::new([AtomicBool::new(true), AtomicBool::new(true)]);
     let (u12, u21) = (up(), up());
     let l12 = Link {
         to: c2.0.clone(),
         up: u12.clone(),
+        delay,
     };
     let l21 = Link {
         to: c1.0.clone(),
         up: u21.clone(),
+        delay,
     };
     let a = spawn(settings(1, 200), l12, c1);
     let b = spawn(settings(2, 100), l21, c2);
@@ -426,6 +443,15 @@ async fn maintenance_hands_over_and_holds() {
 
 /// A peer that stays an eligible standby and never takes over (a test double on the wire).
 fn fake_standby(tx: mpsc::Sender<Input>) -> JoinHandle<()> {
+    fake_peer(tx, Role::Standby, 3)
+}
+
+/// A healthy active peer (prepend 1).
+fn fake_active(tx: mpsc::Sender<Input>) -> JoinHandle<()> {
+    fake_peer(tx, Role::Active, 1)
+}
+
+fn fake_peer(tx: mpsc::Sender<Input>, role: Role, prepend: u8) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut seq = 0;
         loop {
@@ -436,11 +462,11 @@ fn fake_standby(tx: mpsc::Sender<Input>) -> JoinHandle<()> {
                 status: crate::machine::PeerStatus {
                     id: 2,
                     priority: 100,
-                    role: Role::Standby,
+                    role,
                     health: Health::OK,
                     eligible: true,
                     yielding: false,
-                    prepend: 3,
+                    prepend,
                 },
             };
             let b = heartbeat::encode(KEY, &hb).to_vec();
@@ -626,4 +652,44 @@ async fn lone_stop_prepends_at_once() {
         fx.actions_since(t),
         vec![Action::SetPrepend(3), Action::ConntrackRole(false)]
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stall_of_both_nodes_is_not_a_peer_failure() {
+    let (a, b, _links) = pair();
+    settle(&a, &b).await;
+    let t = now(&a.fx);
+    // Neither process runs for a second (CPU starvation, SIGSTOP): the clock jumps without
+    // any task running in between. Nobody's heartbeats could be sent or read, so the
+    // silence is not the peer's: no role change.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        (a.role().await, b.role().await),
+        ("active".into(), "standby".into())
+    );
+    assert!(a.fx.actions_since(t).is_empty() && b.fx.actions_since(t).is_empty());
+    assert!(b.status().await["stalls"].as_u64() >= Some(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn time_this_node_did_not_run_does_not_count_against_the_peer() {
+    let (otx, _orx) = mpsc::unbounded_channel();
+    let ch = channel();
+    let peer = fake_active(ch.0.clone());
+    let a = spawn(settings(1, 200), Capture(otx), ch);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(a.role().await, "standby");
+    // The peer dies while this node is stopped for a second. Detection counts from when
+    // this node runs again, not from the last heartbeat before its own stall.
+    peer.abort();
+    tokio::time::advance(Duration::from_secs(1)).await;
+    tokio::time::sleep(DETECT - HB).await;
+    assert_eq!(
+        a.role().await,
+        "standby",
+        "declared the peer lost for this node's own stall"
+    );
+    tokio::time::sleep(HB * 3).await;
+    assert_eq!(a.role().await, "active");
 }

@@ -244,9 +244,14 @@ fn arbiters_steer_the_pair() {
     assert!(t.contains("ACTIVE"), "{t}");
     assert!(t.contains(&format!("peer {y}: standby")), "{t}");
     assert!(t.contains("Established"), "{t}");
-    let s = lab.status(x);
+    // A node that took over runs at 0 prepends until it sees its peer standby, then
+    // settles at 1: wait for the steady state in FRR (bounded).
+    let steady = wait_for(Duration::from_secs(30), || {
+        let s = lab.status(x);
+        (s["prepend_in_force"] == 1).then_some(s)
+    });
+    let s = steady.unwrap_or_else(|| panic!("{x} not at 1 prepend: {}", lab.status(x)));
     assert_eq!(s["arbiter"]["peer"]["role"], "standby", "{s}");
-    assert_eq!(s["prepend_in_force"], 1, "{s}");
     assert_eq!(s["conntrack_sync"]["role"], "active", "{s}");
     assert!(
         s["bgp"]

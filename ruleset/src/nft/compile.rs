@@ -585,6 +585,19 @@ fn postrouting(upstream: &[String], pool: &[(Fam, AddrRange)]) -> ChainDef {
                 .comment(format!("{what} to peers: no NAT")),
             );
         }
+        // Our side of a session the peer opened. Only the first packet of a connection
+        // is NATed, but a session already up when the ruleset is first applied is picked
+        // up mid-stream by conntrack from our reply (source port 179): without this rule
+        // that packet was SNATed to the pool and the session died at the hold timer.
+        rules.push(
+            RuleDef::new(vec![
+                Stmt::OifName(upstream.to_vec()),
+                Stmt::Daddr(fam, set("bgp", "peers", fam)),
+                Stmt::Sport("tcp", ports(&[BGP_PORT])),
+                Stmt::Accept,
+            ])
+            .comment("bgp replies to peers: no NAT"),
+        );
     }
     // Everything else new on the upstream side: tenant egress and the node's own proxy
     // connections. `snat to` a fixed pool, never masquerade: masquerade bindings are

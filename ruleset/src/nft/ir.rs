@@ -118,6 +118,8 @@ pub enum Stmt {
     L4Proto(Vec<&'static str>),
     /// `<proto> dport`, proto `tcp`, `udp` or `th` (either, after an l4proto match).
     Dport(&'static str, Vec<PortRange>),
+    /// `<proto> sport`, as [`Stmt::Dport`].
+    Sport(&'static str, Vec<PortRange>),
     CtState(Vec<&'static str>),
     /// `icmp type` / `icmpv6 type`.
     IcmpType(Fam, Vec<&'static str>),
@@ -232,6 +234,10 @@ impl Stmt {
                 payload(p, "dport"),
                 one_or_set(ports.iter().map(port_expr).collect()),
             ),
+            Stmt::Sport(p, ports) => eq(
+                payload(p, "sport"),
+                one_or_set(ports.iter().map(port_expr).collect()),
+            ),
             Stmt::CtState(v) => Statement::Match(stmt::Match {
                 left: Expression::Named(NamedExpression::CT(expr::CT {
                     key: Cow::Borrowed("state"),
@@ -321,6 +327,10 @@ impl Stmt {
             ),
             Stmt::Dport(p, ports) => format!(
                 "{p} dport {}",
+                braces(&ports.iter().map(|p| p.to_string()).collect::<Vec<_>>())
+            ),
+            Stmt::Sport(p, ports) => format!(
+                "{p} sport {}",
                 braces(&ports.iter().map(|p| p.to_string()).collect::<Vec<_>>())
             ),
             Stmt::CtState(v) => format!("ct state {}", v.join(",")),
