@@ -16,8 +16,28 @@ fn promotions(lab: &Lab, gw: &str, from: usize) -> usize {
     log.get(from..)
         .unwrap_or("")
         .lines()
+        .map(plain)
         .filter(|l| l.contains("role change") && l.contains("to=\"active\""))
         .count()
+}
+
+/// A log line without its ANSI colour sequences (`ESC [ ... m`), which tracing writes
+/// between a field's name and its value.
+fn plain(l: &str) -> String {
+    let mut out = String::with_capacity(l.len());
+    let mut chars = l.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn log_len(lab: &Lab, gw: &str) -> usize {
@@ -62,4 +82,13 @@ fn uplink_flapped_five_times_in_30_s() {
     );
     println!("active at the end: {end}");
     lab.assert_filtering_on(end);
+}
+
+#[test]
+fn colour_sequences_are_stripped_from_log_lines() {
+    let line = "INFO \u{1b}[2migw_arbiter::daemon\u{1b}[0m role change \u{1b}[3mto\u{1b}[0m\u{1b}[2m=\u{1b}[0m\"active\"";
+    assert_eq!(
+        plain(line),
+        "INFO igw_arbiter::daemon role change to=\"active\""
+    );
 }

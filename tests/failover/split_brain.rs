@@ -12,7 +12,7 @@ use common::{GATEWAYS, Lab, assert_flows_survived, print_figures};
 /// Drops everything between the two gateways' fabric addresses at the ToR (the heartbeat
 /// path through the fabric); BGP and BFD with the ToR itself are untouched.
 const CUT: &str = "table inet splitbrain {
-  chain fwd {
+  chain forward {
     type filter hook forward priority -300; policy accept;
     ip saddr 198.19.1.1 ip daddr 198.19.1.3 drop
     ip saddr 198.19.1.3 ip daddr 198.19.1.1 drop
