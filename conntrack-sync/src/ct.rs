@@ -644,14 +644,26 @@ impl CtEntry {
     /// Attributes of a CT_NEW that recreates the entry with its NAT binding. `timeout`
     /// is the remaining lifetime to give it (at least 1 s: the kernel requires one).
     pub fn create_attrs(&self, timeout: u32) -> Vec<CtAttr> {
+        let (snat, dnat) = (self.snat(), self.dnat());
+        // With a NAT binding the reply tuple must be the un-NATed inverse of the original
+        // one: the kernel derives the NATed reply from it and the ranges, and only then
+        // marks the entry SRC_NAT/DST_NAT. Given the already-NATed reply, it finds nothing
+        // to change, leaves the NAT bits clear, and forwards the flow without NAT (the
+        // flow dies at failover although `conntrack -L` shows the right tuples).
+        // conntrackd does the same (`NFCT_SOPT_SETUP_REPLY`).
+        let reply = if snat.is_some() || dnat.is_some() {
+            self.unnatted_reply()
+        } else {
+            self.reply.clone()
+        };
         let mut v = vec![
             CtAttr::TupleOrig(self.orig.clone()),
-            CtAttr::TupleReply(self.reply.clone()),
+            CtAttr::TupleReply(reply),
         ];
-        if let Some(n) = self.snat() {
+        if let Some(n) = snat {
             v.push(CtAttr::NatSrc(n));
         }
-        if let Some(n) = self.dnat() {
+        if let Some(n) = dnat {
             v.push(CtAttr::NatDst(n));
         }
         // The kernel refuses a status that clears CONFIRMED (set on every created entry)
@@ -671,12 +683,57 @@ impl CtEntry {
             v.push(CtAttr::Zone(self.zone));
         }
         if let Some(p) = &self.protoinfo {
-            v.push(CtAttr::ProtoInfo(p.clone()));
+            v.push(CtAttr::ProtoInfo(p.for_create()));
         }
         if let Some(l) = &self.labels {
             v.push(CtAttr::Labels(l.clone()));
         }
         v
+    }
+
+    /// The reply tuple as it was before NAT: the inverse of the original tuple, keeping
+    /// the reply's ICMP type and code (the kernel inverted those already).
+    pub fn unnatted_reply(&self) -> Tuple {
+        let mut r = self.reply.clone();
+        r.src = self.orig.dst;
+        r.dst = self.orig.src;
+        if r.src_port.is_some() || r.dst_port.is_some() {
+            r.src_port = self.orig.dst_port;
+            r.dst_port = self.orig.src_port;
+        }
+        if r.icmp_id.is_some() {
+            r.icmp_id = self.orig.icmp_id;
+        }
+        r
+    }
+}
+
+/// `enum nf_ct_tcp_flags` bits used when recreating an entry.
+pub mod tcp_flags {
+    pub const WINDOW_SCALE: u8 = 0x01;
+    pub const SACK_PERM: u8 = 0x02;
+    pub const BE_LIBERAL: u8 = 0x08;
+}
+
+impl ProtoInfo {
+    /// Protoinfo for a CT_NEW that recreates an entry on the peer. The kernel dumps the TCP
+    /// flags with a zero mask, and applies only `flags & mask`: without a mask the window
+    /// scale (and so the scaled windows) would be lost. The entry also becomes
+    /// BE_LIBERAL: the new node has no sequence/window history of the flow (td_end and
+    /// td_maxwin start at zero), and strict window tracking could mark its first segments
+    /// INVALID. The cost: this one flow's window checks stay liberal for its lifetime.
+    pub fn for_create(&self) -> ProtoInfo {
+        let mut p = self.clone();
+        if let Some(t) = &mut p.tcp {
+            let keep = tcp_flags::WINDOW_SCALE | tcp_flags::SACK_PERM;
+            let mask = keep | tcp_flags::BE_LIBERAL;
+            let fix = |f: Option<[u8; 2]>| {
+                Some([(f.map_or(0, |f| f[0]) & keep) | tcp_flags::BE_LIBERAL, mask])
+            };
+            t.flags_orig = fix(t.flags_orig);
+            t.flags_reply = fix(t.flags_reply);
+        }
+        p
     }
 }
 
@@ -832,6 +889,25 @@ mod tests {
             ports: Some((40000, 40000)),
         })));
         assert!(back.attrs.contains(&CtAttr::Timeout(100)));
+        // The reply tuple sent is the un-NATed inverse, so the kernel sets SRC_NAT itself.
+        assert!(back.attrs.contains(&CtAttr::TupleReply(tuple(
+            "203.0.113.10",
+            "198.19.2.1",
+            6,
+            5000,
+            40000
+        ))));
+        // TCP flags carry a mask (the dump's is zero) and make the entry liberal.
+        let tcp = back
+            .attrs
+            .iter()
+            .find_map(|a| match a {
+                CtAttr::ProtoInfo(p) => p.tcp.clone(),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(tcp.flags_orig, Some([0x23 & 0x03 | 0x08, 0x0b]));
+        assert_eq!(tcp.wscale_orig, Some(10));
         assert_eq!(emit(&back), out);
         // The replicated state survives its own encoding.
         let mut a = Vec::new();

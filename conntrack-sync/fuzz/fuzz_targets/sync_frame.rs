@@ -1,0 +1,24 @@
+//! The sync-frame decoder never panics; bytes not signed with the key never verify; a
+//! frame that verifies and decodes re-encodes to a frame that decodes to the same value.
+//! The first 16 input bytes are the receiver's nonce, the rest the frame.
+#![no_main]
+
+use igw_conntrack_sync::proto::{self, Key, NONCE_LEN};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if data.len() < NONCE_LEN {
+        return;
+    }
+    let (n, frame) = data.split_at(NONCE_LEN);
+    let nonce: [u8; NONCE_LEN] = n.try_into().unwrap_or([0; NONCE_LEN]);
+    let key = Key::from_file_bytes(b"igw fuzz key, 32 bytes or more....").unwrap();
+    let _ = proto::frame_len(frame);
+    if let Ok(f) = proto::decode(frame, &key, &nonce) {
+        // Only reachable by forging HMAC-SHA256: a finding in itself, but check the
+        // round trip anyway.
+        let mut again = Vec::new();
+        proto::encode(&f, &key, &nonce, &mut again);
+        assert_eq!(proto::decode(&again, &key, &nonce).ok(), Some(f));
+    }
+});
