@@ -409,7 +409,12 @@ async fn accept_loop(
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             match kind {
-                Kind::Explicit => serve_http(shared, stream, peer, None, shutdown, guard).await,
+                // Each future boxed on its own: the task's size is the largest of its
+                // branches, and the TLS path (ClientHello buffer, DNS lookup) would make
+                // every idle HTTP connection as large as itself.
+                Kind::Explicit => {
+                    Box::pin(serve_http(shared, stream, peer, None, shutdown, guard)).await
+                }
                 Kind::Http | Kind::Tls => {
                     let orig = match crate::origdst::original_dst(&stream) {
                         Ok(o) if Some(o) != local && o.port() != 0 => o,
@@ -427,9 +432,17 @@ async fn accept_loop(
                     };
                     let orig = SocketAddr::new(canonical_ip(orig.ip()), orig.port());
                     if matches!(kind, Kind::Http) {
-                        serve_http(shared, stream, peer, Some(orig), shutdown, guard).await
+                        Box::pin(serve_http(
+                            shared,
+                            stream,
+                            peer,
+                            Some(orig),
+                            shutdown,
+                            guard,
+                        ))
+                        .await
                     } else {
-                        serve_tls(shared, stream, peer, orig, guard).await
+                        Box::pin(serve_tls(shared, stream, peer, orig, guard)).await
                     }
                 }
             }
