@@ -106,6 +106,12 @@ pub enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(
+        cli.command,
+        Command::Arbiter(_) | Command::ConntrackSync(_) | Command::Proxy(_)
+    ) {
+        default_sigpipe();
+    }
     init_tracing(cli.global.log_format);
     let result = match &cli.command {
         Command::Arbiter(a) => arbiter_cmd::run_daemon(&cli.global, a),
@@ -124,6 +130,18 @@ fn main() -> ExitCode {
         Command::Sysctl(a) => sysctl_cmd::run(&cli.global, a),
     };
     exit::report(result)
+}
+
+/// `igw status | head` must end quietly, like any Unix tool: commands that print get the
+/// default SIGPIPE back (Rust ignores it, which turns a closed pipe into a panic in
+/// `println!`). Daemons keep it ignored: a peer closing a socket is an error they handle.
+#[expect(unsafe_code, reason = "signal(2) has no safe wrapper in std")]
+fn default_sigpipe() {
+    // SAFETY: called at startup before any thread exists; SIG_DFL is a valid disposition
+    // for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 fn init_tracing(format: LogFormat) {
