@@ -313,13 +313,31 @@ pub async fn run(
     Ok(())
 }
 
+/// Events read from the socket before they are queued for sending.
+const DRAIN_MAX: usize = 4096;
+
 /// Reads kernel events; while active, queues accepted entries for the peer. An overrun
 /// asks the sender for a full resync.
 fn event_thread(mut sock: CtSocket, sh: Arc<Shared>) {
     let mut evs = Vec::new();
     loop {
         evs.clear();
-        match sock.recv_events(&mut evs) {
+        // One blocking read, then whatever else is already queued (bounded), so that a
+        // burst is handed on in one piece.
+        let mut got = sock.recv_events(&mut evs);
+        while got.is_ok() && evs.len() < DRAIN_MAX {
+            match sock.try_recv_events(&mut evs) {
+                Ok(true) => {}
+                Ok(false) => break,
+                // Keep what was read; the bad message is reported, the rest goes on.
+                Err(NlError::Decode(e)) => {
+                    warn!(error = %e, "undecodable conntrack event");
+                    break;
+                }
+                Err(e) => got = Err(e),
+            }
+        }
+        match got {
             Ok(()) => {}
             Err(NlError::Overrun) => {
                 sh.m.overruns.inc();

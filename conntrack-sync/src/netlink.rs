@@ -167,6 +167,25 @@ impl CtSocket {
     /// Waits for the next datagram of events and appends them to `out`.
     pub fn recv_events(&mut self, out: &mut Vec<Event>) -> Result<(), NlError> {
         self.recv()?;
+        self.parse_events(out)
+    }
+
+    /// Appends the events of one more datagram if one is already queued; `Ok(false)` if
+    /// none is. Lets the reader drain a burst before handing it on, so a burst of events
+    /// becomes a few full frames instead of one small frame per event.
+    pub fn try_recv_events(&mut self, out: &mut Vec<Event>) -> Result<bool, NlError> {
+        self.buf.clear();
+        match self.sock.recv(&mut self.buf, libc::MSG_DONTWAIT) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => return Err(NlError::Overrun),
+            Err(e) => return Err(e.into()),
+        }
+        self.parse_events(out)?;
+        Ok(true)
+    }
+
+    fn parse_events(&mut self, out: &mut Vec<Event>) -> Result<(), NlError> {
         for (h, body) in ct::split_messages(&self.buf)? {
             let m = CtMessage::parse(h, body)?;
             let kind = match m.ct_type() {
