@@ -52,7 +52,7 @@ def main():
     s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
     s.bind((0, 0))
-    ok = failed = 0
+    ok = present = failed = 0
     batch = 200
     for start in range(0, n, batch):
         count = min(batch, n - start)
@@ -68,10 +68,12 @@ def main():
                     acks += 1
                     if err == 0:
                         ok += 1
+                    elif err == -17:  # EEXIST: already there (synced back by the peer)
+                        present += 1
                     else:
                         failed += 1
                 off += (length + 3) & ~3
-    print(f"ct_fill: {ok} entries added, {failed} refused")
+    print(f"ct_fill: {ok} entries added, {present} already there, {failed} refused")
     if failed:
         sys.exit(1)
 
