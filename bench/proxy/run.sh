@@ -122,6 +122,7 @@ measure() { # $1 proxy (igw|squid), $2 case, $3 object
 }
 
 wait_port $ORIGIN_PORT
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 # Direct ceiling (wrk straight to nginx).
 D=$(cd "$W" && taskset -c 1 wrk -t1 -c$CONNS -d${DUR}s --latency "http://127.0.0.1:$ORIGIN_PORT/1k" 2>&1)
 DIRECT_RPS=$(echo "$D" | awk '/Requests\/sec/ {print $2}')
@@ -163,9 +164,13 @@ for s in socks:
         d = s.recv(65536)
         if not d: break
         got += d
-time.sleep(1)
+# igw parks a keep-alive connection quiet for 500 ms; give every client 2 s of quiet.
+time.sleep(2)
 after = rss()
-print(f"{(after-before)/max(len(socks),1):.1f} {len(socks)}")
+for s in socks: s.close()
+time.sleep(2)
+closed = rss()
+print(f"{(after-before)/max(len(socks),1):.1f} {len(socks)} {(closed-before)/1024:.1f}")
 PY
 }
 reload_run() { # $1 name, $2 port, $3 reload command -> "req/s p99 non2xx socket_errors"
@@ -199,6 +204,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b>0) printf "%.2fx", a/b; else pr
   echo "- igw: $("$IGW" --version), squid: $(squid -v | head -1)"
   echo "- command: \`DUR=$DUR CONNS=$CONNS bench/proxy/run.sh\` (wrk -t1 -c$CONNS -d${DUR}s, one run per cell; proxy pinned to CPU 0 with one worker thread / squid workers 1, cache off; nginx + wrk on CPU 1)"
   echo "- direct (no proxy) ceiling, 1 KiB: $DIRECT_RPS req/s"
+  echo "- load average at the start / end (other builds share these 2 cores): $LOAD0 / $(cut -d' ' -f1-3 /proc/loadavg)"
   echo
   echo "| case (1 KiB GET) | igw req/s | squid req/s | ratio | igw p50/p99 ms | squid p50/p99 ms | igw CPU us/req | squid CPU us/req | non-2xx igw/squid |"
   echo "|---|---|---|---|---|---|---|---|---|"
@@ -215,7 +221,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b>0) printf "%.2fx", a/b; else pr
   echo "|---|---|---|---|"
   echo "| CONNECT MB/s (8 x 64 MiB, one tunnel) | $(x igw_connect 1) | $(x squid_connect 1) | $(ratio "$(x igw_connect 1)" "$(x squid_connect 1)") |"
   echo "| CONNECT proxy CPU-seconds per GB | $(x igw_connect 2) | $(x squid_connect 2) | |"
-  echo "| RSS per idle keep-alive client, KiB ($(x igw_rss 2) / $(x squid_rss 2) clients) | $(x igw_rss 1) | $(x squid_rss 1) | |"
+  echo "| RSS per idle keep-alive client after 2 s quiet, KiB ($(x igw_rss 2) / $(x squid_rss 2) clients) | $(x igw_rss 1) | $(x squid_rss 1) | |"
+  echo "| ... RSS above the start 2 s after those clients closed, MiB | $(x igw_rss 3) | $(x squid_rss 3) | |"
   echo "| 3 reloads during ${DUR}s of load: req/s | $(x igw_reload 1) | $(x squid_reload 1) | $(ratio "$(x igw_reload 1)" "$(x squid_reload 1)") |"
   echo "| ... p99 ms | $(x igw_reload 2) | $(x squid_reload 2) | |"
   echo "| ... non-2xx answers / socket errors (lost requests) | $(x igw_reload 3) / $(x igw_reload 4) | $(x squid_reload 3) / $(x squid_reload 4) | |"
