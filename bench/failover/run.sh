@@ -112,7 +112,7 @@ watch_unnat() {
 table inet benchwatch {
 	chain pre {
 		type filter hook prerouting priority -300; policy accept;
-		iifname { "a0", "b0" } ip saddr 198.18.0.0/15 counter
+		iifname { "a0", "b0" } ip saddr { 198.18.1.0/24, 198.18.2.0/24 } counter
 	}
 }
 NFT

@@ -39,13 +39,11 @@ fn hard_failure(tag: &str, how: &str) {
 }
 
 #[test]
-#[ignore = "fails on this machine with main at 54a57cf: after a take-over the flows' synced conntrack entries are in the new active's table with the NAT reply tuple, yet their packets leave un-NATed and the egress guard drops them (flows stall); the pair also changes roles under CPU load. Run with --ignored; see tests/failover/README.md"]
 fn links_cut() {
     hard_failure("hl", "links");
 }
 
 #[test]
-#[ignore = "fails on this machine with main at 54a57cf: after a take-over the flows' synced conntrack entries are in the new active's table with the NAT reply tuple, yet their packets leave un-NATed and the egress guard drops them (flows stall); the pair also changes roles under CPU load. Run with --ignored; see tests/failover/README.md"]
 fn frozen() {
     hard_failure("hf", "freeze");
 }

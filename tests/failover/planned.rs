@@ -48,13 +48,11 @@ fn planned(tag: &str, cmd: &[&str]) {
 }
 
 #[test]
-#[ignore = "fails on this machine with main at 54a57cf: after a take-over the flows' synced conntrack entries are in the new active's table with the NAT reply tuple, yet their packets leave un-NATed and the egress guard drops them (flows stall); the pair also changes roles under CPU load. Run with --ignored; see tests/failover/README.md"]
 fn igw_failover() {
     planned("pf", &["failover"]);
 }
 
 #[test]
-#[ignore = "fails on this machine with main at 54a57cf: after a take-over the flows' synced conntrack entries are in the new active's table with the NAT reply tuple, yet their packets leave un-NATed and the egress guard drops them (flows stall); the pair also changes roles under CPU load. Run with --ignored; see tests/failover/README.md"]
 fn maintenance_on() {
     planned("pm", &["maintenance", "on"]);
 }

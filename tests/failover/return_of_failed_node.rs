@@ -10,7 +10,6 @@ use common::{FLOWS, Lab, assert_flows_survived, other, print_figures};
 use igw_testbed::wait_for;
 
 #[test]
-#[ignore = "fails on this machine with main at 54a57cf: after a take-over the flows' synced conntrack entries are in the new active's table with the NAT reply tuple, yet their packets leave un-NATed and the egress guard drops them (flows stall); the pair also changes roles under CPU load. Run with --ignored; see tests/failover/README.md"]
 fn failed_node_returns_as_standby_and_resyncs() {
     let lab = Lab::up("rt");
     let failed = lab.one_active();

@@ -249,7 +249,7 @@ impl Lab {
             .write_all(
                 b"table inet failoverwatch {\n chain pre {\n  type filter hook prerouting \
                   priority -300; policy accept;\n  iifname { \"a0\", \"b0\" } ip saddr \
-                  198.18.0.0/15 counter\n }\n}\n",
+                  { 198.18.1.0/24, 198.18.2.0/24 } counter\n }\n}\n",
             )
             .expect("write");
         assert!(child.wait().expect("nft").success(), "watch table");
