@@ -104,6 +104,12 @@ mkdir -p "$root/etc/igw"
 
 # FRR: the daemons igw's fabric uses (zebra, staticd always run).
 sed -i -E 's/^(bgpd|bfdd)=no/\1=yes/' "$root/etc/frr/daemons"
+# watchfrr starts the daemons and feeds each its part of frr.conf (vtysh -b) in one
+# background job that it kills after --restart-timeout (20 s by default). That takes about
+# a second on hardware, but more than 20 s under software emulation (make image-test), and
+# a killed job leaves bgpd without its `router bgp`. 120 s only bounds a hung job.
+sed -i -E '/^#?watchfrr_options=/d' "$root/etc/frr/daemons"
+echo 'watchfrr_options="--restart-timeout 120"' >> "$root/etc/frr/daemons"
 install -D -m 0644 "$here/README.md" "$root/usr/share/doc/igw/README.md"
 rm -f "$root"/boot/*.dpkg-bak "$root"/boot/*.new
 
