@@ -1,0 +1,227 @@
+#!/bin/bash
+# igw conntrack-sync next to conntrackd (FTFW over UDP), in the same two throwaway network
+# namespaces A (active) and B (standby) joined by a sync link, one daemon pair at a time,
+# in one run. For each size N:
+#   - replication: N established SNAT entries are created in A's kernel table with batched
+#     CT_NEW (examples/ct_fill.rs, the same for both daemons); measured until B's cache holds
+#     N (igw: entries_cached from its control socket; conntrackd: `conntrackd -s`, external cache
+#     "current active connections"), polled every 50 ms;
+#   - commit: B's kernel table is empty; time of `igw conntrack commit` vs `conntrackd -c`,
+#     and the entries then in B's kernel (`conntrack -C`);
+#   - CPU (utime+stime of each daemon over the run) and RSS of the standby.
+# Usage (root): bench/conntrack/run.sh [sizes...]   (default: 10000 100000)
+# Writes bench/conntrack/RESULTS.md. Every wait is bounded (60 s per step).
+set -euo pipefail
+LOAD0=$(cut -d" " -f1-3 /proc/loadavg)
+cd "$(dirname "$0")/../.."
+SIZES=("${@:-10000 100000}")
+read -r -a SIZES <<<"${SIZES[*]}"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+if [ -z "${IGW:-}" ]; then
+  cargo build --release -q -p igw
+  IGW=$CARGO_TARGET_DIR/release/igw
+fi
+[ -n "${FILL:-}" ] || cargo build --release -q -p igw-conntrack-sync --example ct_fill
+FILL=${FILL:-$CARGO_TARGET_DIR/release/examples/ct_fill}
+A=igwbcta$$; B=igwbctb$$
+WORK=$(mktemp -d /tmp/igwbct.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  ip netns del "$A" 2>/dev/null || true; ip netns del "$B" 2>/dev/null || true
+  [ -n "${KEEP:-}" ] || rm -rf "$WORK"
+}
+trap cleanup EXIT
+ip netns add "$A"; ip netns add "$B"
+for n in "$A" "$B"; do ip -n "$n" link set lo up; done
+ip -n "$A" link add ay type veth peer name by netns "$B"
+ip -n "$A" addr add 198.19.255.1/30 dev ay; ip -n "$A" link set ay up
+ip -n "$B" addr add 198.19.255.2/30 dev by; ip -n "$B" link set by up
+for n in "$A" "$B"; do
+  ip netns exec "$n" nft -f - <<'NFT'
+table ip igwnat { chain post { type nat hook postrouting priority srcnat; policy accept; ip saddr 198.18.0.0/16 snat to 198.51.100.10; }; }
+NFT
+done
+printf '0123456789abcdef0123456789abcdef-bench-psk\n' >"$WORK/psk"
+node() { # name id peer me peerip
+  cat >"$WORK/$1.toml" <<TOML
+[node]
+name = "$1"
+id = $2
+router_id = "198.19.0.$2"
+[interfaces]
+fabric = ["tor0"]
+upstream = ["up0"]
+sync = "sync0"
+[bgp]
+asn = 65010
+[peer]
+name = "$3"
+sync_address = "$5"
+[sync]
+address = "$4"
+key_file = "psk"
+[nat]
+pool = ["198.51.100.10"]
+[control]
+run_dir = "$WORK/run-$1"
+TOML
+}
+node igw-a 1 igw-b 198.19.255.1 198.19.255.2
+node igw-b 2 igw-a 198.19.255.2 198.19.255.1
+cp examples/small/policy.toml "$WORK/policy.toml"
+ctd_conf() { # name me peer iface
+  mkdir -p "$WORK/ctd-$1"
+  cat >"$WORK/ctd-$1/conntrackd.conf" <<CONF
+Sync {
+	Mode FTFW {
+	}
+	UDP {
+		IPv4_address $2
+		IPv4_Destination_Address $3
+		Port 3780
+		Interface $4
+		SndSocketBuffer 24985600
+		RcvSocketBuffer 24985600
+		Checksum on
+	}
+}
+General {
+	HashSize 262144
+	HashLimit 2097152
+	LogFile $WORK/ctd-$1/log
+	Syslog off
+	LockFile $WORK/ctd-$1/lock
+	UNIX {
+		Path $WORK/ctd-$1/ctl
+	}
+	NetlinkBufferSize 2097152
+	NetlinkBufferSizeMaxGrowth 268435456
+	Filter From Kernelspace {
+		Address Ignore {
+			IPv4_address 127.0.0.1
+			IPv4_address 198.19.255.1
+			IPv4_address 198.19.255.2
+		}
+	}
+}
+CONF
+}
+ctd_conf a 198.19.255.1 198.19.255.2 ay
+ctd_conf b 198.19.255.2 198.19.255.1 by
+
+now() { date +%s.%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
+cpu_s() { awk '{ printf "%.2f", ($14 + $15) / 100 }' "/proc/$1/stat"; }
+rss_mib() { awk '/VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
+# Polls "$@" (prints a number) every 50 ms until it reaches $WANT; bounded by 60 s.
+wait_count() {
+  local until=$(( $(date +%s) + 60 )) got=0
+  while [ "$(date +%s)" -lt "$until" ]; do
+    got=$({ "$@" 2>/dev/null || true; } | head -n1); got=${got//[^0-9]/}; got=${got:-0}
+    [ "$got" -ge "$WANT" ] && { echo "$got"; return 0; }
+    sleep 0.05
+  done
+  echo "TIMEOUT($got)" >&2; return 1
+}
+# igw's standby polled over its control socket by one long-lived poller (no process start
+# per poll, which costs more than conntrackd's `-s` under load); prints the count reached.
+igw_wait_cached() {
+  python3 - "$WORK/run-igw-b/conntrack-sync.sock" "$WANT" <<'PY'
+import json, socket, sys, time
+path, want = sys.argv[1], int(sys.argv[2])
+end, got = time.time() + 60, 0
+while time.time() < end:
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    s.sendall(b'{"cmd":"status"}\n')
+    got = json.loads(s.makefile().readline())["data"]["entries_cached"]
+    s.close()
+    if got >= want:
+        break
+    time.sleep(0.05)
+print(got)
+PY
+}
+igw_cached() {
+  "$IGW" --node "$WORK/igw-b.toml" conntrack status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["entries_cached"])'
+}
+ctd_cached() {
+  ip netns exec "$B" conntrackd -C "$WORK/ctd-b/conntrackd.conf" -s 2>/dev/null | awk '/cache external/ { f = 1 } f && !done && /current active connections/ { print $NF; done = 1 }'
+}
+kernel_count() { ip netns exec "$1" conntrack -C; }
+flush() { for n in "$A" "$B"; do ip netns exec "$n" conntrack -F 2>/dev/null || true; done; }
+
+ROWS=()
+row() { ROWS+=("$1"); echo "$1"; }
+for N in "${SIZES[@]}"; do
+  WANT=$N
+  # --- igw conntrack-sync ---
+  flush
+  ip netns exec "$B" "$IGW" --node "$WORK/igw-b.toml" --policy "$WORK/policy.toml" conntrack-sync --role standby >"$WORK/igw-b.log" 2>&1 &
+  PB=$!; PIDS+=("$PB")
+  ip netns exec "$A" "$IGW" --node "$WORK/igw-a.toml" --policy "$WORK/policy.toml" conntrack-sync --role active >"$WORK/igw-a.log" 2>&1 &
+  PA=$!; PIDS+=("$PA")
+  WANT=1 wait_count bash -c "'$IGW' --node '$WORK/igw-a.toml' conntrack status --json | grep -c '\"peer_connected\": true'" >/dev/null
+  rss0=$(rss_mib "$PB"); ca0=$(cpu_s "$PA"); cb0=$(cpu_s "$PB")
+  t0=$(now); fill=$(ip netns exec "$A" "$FILL" "$N"); t1=$(now)
+  got=$(igw_wait_cached); t2=$(now)
+  ca=$(awk -v a="$ca0" -v b="$(cpu_s "$PA")" 'BEGIN{printf "%.2f", b-a}')
+  cb=$(awk -v a="$cb0" -v b="$(cpu_s "$PB")" 'BEGIN{printf "%.2f", b-a}')
+  rss1=$(rss_mib "$PB")
+  igw_rep=$(secs "$t0" "$t2"); igw_lag=$(secs "$t1" "$t2"); fill_s=$(secs "$t0" "$t1")
+  per_entry=$(awk -v a="$rss0" -v b="$rss1" -v n="$N" 'BEGIN{printf "%.0f", (b-a)*1048576/n}')
+  # control.metrics 127.0.0.1:9184 (default) + 2, conntrack-sync's offset.
+  metrics=$(ip netns exec "$B" curl -s --max-time 5 "http://127.0.0.1:9186/metrics" | grep -c '^igw_conntrack_sync_' || true)
+  t0=$(now); commit=$("$IGW" --node "$WORK/igw-b.toml" conntrack commit); t1=$(now)
+  igw_commit=$(secs "$t0" "$t1"); igw_in=$(kernel_count "$B")
+  st=$("$IGW" --node "$WORK/igw-b.toml" conntrack status --json | python3 -c 'import json,sys; d=json.load(sys.stdin); m=d["messages"]; print(m["updates_received"], d["event_overruns"], d["resyncs"], m["dropped"]["total"])')
+  kill "$PA" "$PB"; wait "$PA" "$PB" 2>/dev/null || true
+  row "| $N | igw conntrack-sync | $igw_rep s ($(awk -v n="$N" -v s="$igw_rep" 'BEGIN{printf "%.0f", n/s}')/s), cached $got | $igw_lag s | $igw_commit s, $igw_in in kernel | A $ca s, B $cb s | $rss0 -> $rss1 MiB ($per_entry B/entry) | fill $fill_s s; updates/overruns/resyncs/dropped: $st; metrics lines: $metrics; $commit |"
+  IGW_ROW=("$igw_rep" "$igw_commit")
+
+  # --- conntrackd FTFW ---
+  flush
+  rm -f "$WORK"/ctd-*/lock "$WORK"/ctd-*/ctl
+  ip netns exec "$B" conntrackd -C "$WORK/ctd-b/conntrackd.conf" >/dev/null 2>&1 &
+  PB=$!; PIDS+=("$PB")
+  ip netns exec "$A" conntrackd -C "$WORK/ctd-a/conntrackd.conf" >/dev/null 2>&1 &
+  PA=$!; PIDS+=("$PA")
+  WANT=1 wait_count bash -c "ip netns exec $B conntrackd -C $WORK/ctd-b/conntrackd.conf -s >/dev/null && echo 1" >/dev/null
+  sleep 1
+  rss0=$(rss_mib "$PB"); ca0=$(cpu_s "$PA"); cb0=$(cpu_s "$PB")
+  t0=$(now); fill=$(ip netns exec "$A" "$FILL" "$N"); t1=$(now)
+  got=$(wait_count ctd_cached) || true; t2=$(now)
+  ca=$(awk -v a="$ca0" -v b="$(cpu_s "$PA")" 'BEGIN{printf "%.2f", b-a}')
+  cb=$(awk -v a="$cb0" -v b="$(cpu_s "$PB")" 'BEGIN{printf "%.2f", b-a}')
+  rss1=$(rss_mib "$PB")
+  ctd_rep=$(secs "$t0" "$t2"); ctd_lag=$(secs "$t1" "$t2"); fill_s=$(secs "$t0" "$t1")
+  per_entry=$(awk -v a="$rss0" -v b="$rss1" -v n="$N" 'BEGIN{printf "%.0f", (b-a)*1048576/n}')
+  t0=$(now); ip netns exec "$B" timeout 120 conntrackd -C "$WORK/ctd-b/conntrackd.conf" -c >/dev/null 2>&1 || true; t1=$(now)
+  # If conntrackd returns before the kernel holds them all, wait for the kernel.
+  WANT=$N wait_count kernel_count "$B" >/dev/null || true; t2=$(now)
+  ctd_commit=$(secs "$t0" "$t2"); ctd_ret=$(secs "$t0" "$t1"); ctd_in=$(kernel_count "$B")
+  kill "$PA" "$PB"; wait "$PA" "$PB" 2>/dev/null || true
+  row "| $N | conntrackd FTFW | $ctd_rep s ($(awk -v n="$N" -v s="$ctd_rep" 'BEGIN{printf "%.0f", n/s}')/s), cached $got | $ctd_lag s | $ctd_commit s (command returned after $ctd_ret s), $ctd_in in kernel | A $ca s, B $cb s | $rss0 -> $rss1 MiB ($per_entry B/entry) | fill $fill_s s |"
+  row "| $N | ratio igw/conntrackd | replication time $(awk -v a="${IGW_ROW[0]}" -v b="$ctd_rep" 'BEGIN{printf "%.2f", a/b}') | | commit time $(awk -v a="${IGW_ROW[1]}" -v b="$ctd_commit" 'BEGIN{printf "%.2f", a/b}') | | | |"
+done
+
+{
+  echo "# conntrack-sync vs conntrackd (FTFW) — results"
+  echo
+  echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "- machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r), $(conntrackd -v 2>&1 | head -1)"
+  echo "- load before the run (other builds share this machine): ${LOAD0:-?}; after: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "- command: \`bench/conntrack/run.sh ${SIZES[*]}\`"
+  echo
+  echo "Replication: from the first CT_NEW in A to B's cache holding N (includes the fill time,"
+  echo "the same for both). Lag: from the end of the fill to B holding N. Commit: B's kernel"
+  echo "empty, until the command returns and the kernel holds the entries. CPU over the"
+  echo "replication step; RSS of the standby before and after (per entry = delta / N)."
+  echo
+  echo "| N | daemon | replication | lag | commit | CPU | standby RSS | notes |"
+  echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
+  printf '%s\n' "${ROWS[@]}"
+} >bench/conntrack/RESULTS.md.new
+mv bench/conntrack/RESULTS.md.new bench/conntrack/RESULTS.md
+echo "written bench/conntrack/RESULTS.md"
