@@ -200,8 +200,9 @@ pub fn daemons(lab: &mut Lab, gw: &str) -> Result<()> {
     up(Daemon::Arbiter)
 }
 
-/// After both arbiters started: exactly one gateway active, the ToR's best path for the
-/// default route and the upstream's for the NAT pool through it. Returns the active one.
+/// After both arbiters started: exactly one gateway active and the other standby, the
+/// ToR's best path for the default route and the upstream's for the NAT pool through the
+/// active one. Returns the active one.
 pub fn wait_roles(lab: &Lab) -> Result<&'static str> {
     use igw_core::control::{self, Daemon, Request};
     let role = |gw: &str| {
@@ -225,7 +226,7 @@ pub fn wait_roles(lab: &Lab) -> Result<&'static str> {
         best.pointer("/nexthops/0/ip")?.as_str().map(str::to_string)
     };
     let mut active = None;
-    let ok = super::wait(std::time::Duration::from_secs(30), || {
+    let ok = super::wait(std::time::Duration::from_secs(60), || {
         let act: Vec<&'static str> = ["igw-a", "igw-b"]
             .into_iter()
             .filter(|g| role(g) == "active")
@@ -234,6 +235,12 @@ pub fn wait_roles(lab: &Lab) -> Result<&'static str> {
             return false;
         };
         active = Some(gw);
+        // A steady pair: the other node standby (eligible), not still in fault or hold-down
+        // after start, so `igw failover` or a failure right after `lab up` has a peer.
+        let other = if gw == "igw-a" { "igw-b" } else { "igw-a" };
+        if role(other) != "standby" {
+            return false;
+        }
         let (Ok(tor), Ok(up)) = (gw_addr(gw, "tor"), gw_addr(gw, "upstream")) else {
             return false;
         };
@@ -243,7 +250,7 @@ pub fn wait_roles(lab: &Lab) -> Result<&'static str> {
     match (ok, active) {
         (true, Some(gw)) => Ok(gw),
         _ => Err(anyhow!(
-            "no single active gateway drawing the traffic within 30 s (igw-a {}, igw-b {}); see {}/logs/igw-*-arbiter.log",
+            "no steady pair within 60 s (one gateway active drawing the traffic, the other standby): igw-a {}, igw-b {}; see {}/logs/igw-*-arbiter.log",
             role("igw-a"),
             role("igw-b"),
             lab.dir.display()
