@@ -234,8 +234,15 @@ fn perform_now(node: &NodeConfig, frr: &FrrDriver, a: &Action) -> Result<String,
             Ok(format!("conntrack-sync {role}"))
         }
         Action::SetPrepend(n) => {
-            let took = frr.set_prepend(node, *n).map_err(|e| e.to_string())?;
-            Ok(format!("prepend {n} in {:.3} s", took.as_secs_f64()))
+            let (took, path) = frr.set_prepend(node, *n).map_err(|e| e.to_string())?;
+            Ok(format!(
+                "prepend {n} in {:.3} s ({})",
+                took.as_secs_f64(),
+                match path {
+                    igw_fabric::driver::Path::VtySocket => "bgpd vty socket",
+                    igw_fabric::driver::Path::Vtysh => "vtysh",
+                }
+            ))
         }
         other => Err(format!("{other:?} is not an action for the node")),
     }

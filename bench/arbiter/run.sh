@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Role-change latency through FRR on the igw lab (see role_change.py): the arbiter's driver
-# (`igw fabric set-prepend`: vtysh route-map transaction + soft-out clear) next to the same
-# transaction without the clear. Writes RESULTS.md here. Root; a few minutes.
+# (`igw fabric set-prepend`: role route-maps re-pointed over bgpd's vty socket) next to what
+# the stock script does (route-maps edited by vtysh + `clear bgp * soft out`). Writes
+# RESULTS.md here. Root; a few minutes.
 set -euo pipefail
 cd "$(dirname "$0")"
 IGW=${IGW:-${CARGO_TARGET_DIR:-../../target}/release/igw}
@@ -22,7 +23,7 @@ done
 PID=$(python3 -c "import json; print([p['pid'] for p in json.load(open('$STATE/$PREFIX/lab.json'))['procs'] if p['name']=='$SB-arbiter'][0])")
 kill -TERM "$PID"; sleep 2
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-OUT=$(python3 role_change.py $PREFIX "$STATE" $SB igw $RUNS "$IGW"; python3 role_change.py $PREFIX "$STATE" $SB noclear $RUNS "$IGW")
+OUT=$(python3 role_change.py $PREFIX "$STATE" $SB igw $RUNS "$IGW"; python3 role_change.py $PREFIX "$STATE" $SB classic $RUNS "$IGW")
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 {
   echo "# Role-change latency through FRR"
@@ -30,7 +31,8 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
   echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(uname -r), FRR $(dpkg-query -W -f='${Version}' frr 2>/dev/null), binary $IGW"
   echo "Load average before / after: $LOAD_BEFORE / $LOAD_AFTER (other builds running on the machine)."
   echo "Command: \`bench/arbiter/run.sh\` (RUNS=$RUNS). Time = from the command's start until the"
-  echo "ToR's best path for 0.0.0.0/0 is via the gateway (polled with vtysh, ~40 ms a poll)."
+  echo "ToR's kernel route for 0.0.0.0/0 and the upstream's for the NAT pool go via the gateway"
+  echo "(\`ip -ts monitor route\` in their namespaces)."
   echo
   echo '```'
   echo "$OUT"

@@ -75,6 +75,8 @@ setup() {
     wait_for 10 "conntrackd on $gw" ip netns exec "$(ns $gw)" conntrackd -C "$dir/conntrackd.conf" -s
     wait_for 20 "squid on $gw" ip netns exec "$(ns $gw)" bash -c 'exec 3<>/dev/tcp/127.0.0.1/3129'
   done
+  ip netns exec "$(ns igw-a)" "$HERE/stock/role.sh" classic "$LAB/stock/igw-a" "$(ns igw-a)" 198.19.1.0 198.19.2.0
+  ip netns exec "$(ns igw-b)" "$HERE/stock/role.sh" classic "$LAB/stock/igw-b" "$(ns igw-b)" 198.19.1.2 198.19.2.2
   ip netns exec "$(ns igw-a)" "$HERE/stock/role.sh" primary "$LAB/stock/igw-a" "$(ns igw-a)"
   ip netns exec "$(ns igw-b)" "$HERE/stock/role.sh" backup "$LAB/stock/igw-b" "$(ns igw-b)"
 }

@@ -3,6 +3,11 @@
 # scripts and /usr/share/doc/conntrackd/examples/sync/primary-backup.sh do, with FRR's role
 # route-maps flipped by vtysh instead of a VRRP address.
 #
+#   role.sh classic DIR NS TOR UP     once, at setup: FRR as such a script expects it: the
+#                                     default-originate (to TOR) and the NAT pool (to UP)
+#                                     through role route-maps IGW-ROLE-FABRIC/-UPSTREAM that
+#                                     the script edits (igw's rendered config instead points
+#                                     them at one pre-built map per prepend count)
 #   role.sh primary DIR NS            become active: conntrackd -c -f -R -B, then no prepend
 #   role.sh backup  DIR NS            become standby: prepend 3, conntrackd -t -n
 #   role.sh watch   DIR NS PEER [S]   the standby's keepalive: ping PEER (sync link) every
@@ -31,6 +36,19 @@ prepend() { # $1 = number of prepends (0 = none)
 }
 
 case "$what" in
+  classic)
+    TOR=$4 UP=$5 POOL=198.51.100.10/32
+    vtysh -N "$NS" -c "configure terminal" \
+      -c "route-map IGW-ROLE-FABRIC permit 10" -c "exit" \
+      -c "route-map IGW-ROLE-UPSTREAM permit 10" -c "match ip address prefix-list IGW-NAT-POOL" -c "exit" \
+      -c "route-map IGW-ROLE-UPSTREAM permit 20" -c "match ipv6 address prefix-list IGW-NAT-POOL6" -c "exit" \
+      -c "router bgp $ASN" -c "address-family ipv4 unicast" \
+      -c "no network $POOL" -c "network $POOL" \
+      -c "neighbor $TOR default-originate route-map IGW-ROLE-FABRIC" \
+      -c "neighbor $UP route-map IGW-ROLE-UPSTREAM out" \
+      -c "end" -c "clear bgp * soft out" 2>&1 | grep -v vtysh.conf >> "$DIR/role.log"
+    log "classic role route-maps in place (default-originate to $TOR, pool to $UP)"
+    ;;
   primary)
     log "primary: begin"
     $CT -c >> "$DIR/role.log" 2>&1 || log "conntrackd -c failed"
@@ -69,5 +87,5 @@ case "$what" in
     done
     log "watch: gave up after ${LIMIT}s"
     ;;
-  *) echo "usage: role.sh primary|backup|watch DIR NS [PEER [S]]" >&2; exit 2 ;;
+  *) echo "usage: role.sh classic|primary|backup|watch DIR NS [TOR UP | PEER [S]]" >&2; exit 2 ;;
 esac

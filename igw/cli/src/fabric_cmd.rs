@@ -50,10 +50,14 @@ pub fn run(g: &Global, a: &Args) -> Result<(), CliError> {
             );
         }
         Cmd::SetPrepend { count } => {
-            let took = FrrDriver::for_node(&node)
+            let (took, path) = FrrDriver::for_node(&node)
                 .set_prepend(&node, *count)
                 .context("setting the role prepend")?;
-            println!("prepend {count} set in {:.3} s", took.as_secs_f64());
+            let via = match path {
+                igw_fabric::driver::Path::VtySocket => "bgpd's vty socket",
+                igw_fabric::driver::Path::Vtysh => "vtysh",
+            };
+            println!("prepend {count} set in {:.3} s (via {via})", took.as_secs_f64());
         }
     }
     Ok(())

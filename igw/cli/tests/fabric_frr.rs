@@ -21,8 +21,9 @@ fn prepend_steers_tor_and_upstream() {
     let db = FrrDriver::for_node(&nb);
 
     // Both start standby (3 prepends); make igw-a active (1 prepend).
-    let t = da.set_prepend(&na, 1).unwrap();
-    println!("igw-a set-prepend 1 via vtysh: {:.3} s", t.as_secs_f64());
+    let (t, path) = da.set_prepend(&na, 1).unwrap();
+    println!("igw-a set-prepend 1 via {path:?}: {:.3} s", t.as_secs_f64());
+    assert_eq!(path, igw_fabric::driver::Path::VtySocket);
     assert_eq!(da.prepend_in_force(&na).unwrap(), 1);
     // Both started at 3 prepends and igw-a already wins the router-id tie-break: wait for
     // the new AS path (one prepend on the active's routes), not just the next hop.
@@ -114,7 +115,7 @@ fn prepend_steers_tor_and_upstream() {
 
     // Take-over: igw-b with no prepend wins at once on both routers.
     let t0 = Instant::now();
-    let t = db.set_prepend(&nb, 0).unwrap();
+    let (t, _) = db.set_prepend(&nb, 0).unwrap();
     wait_best_as(
         &pair,
         &pair.tor,
