@@ -679,6 +679,11 @@ pub async fn run<E: Effects, O: Outbox>(
     let mut inputs_open = true;
     let mut stopping: Option<Instant> = None;
     loop {
+        let lost_at = core
+            .state
+            .peer_lost_at(&core.set.cfg)
+            .filter(|t| *t > core.now())
+            .map(|t| core.start + t);
         tokio::select! {
             _ = tick.tick() => {
                 core.resume();
@@ -686,6 +691,19 @@ pub async fn run<E: Effects, O: Outbox>(
                 // Datagrams that arrived while this loop waited are read before the timers
                 // are judged: a late tick must not find the peer "silent" with its
                 // heartbeats still queued.
+                tokio::task::yield_now().await;
+                for _ in 0..256 {
+                    match rx.try_recv() {
+                        Ok(i) => core.input(i),
+                        Err(_) => break,
+                    }
+                }
+                core.step(Event::Tick);
+            }
+            // The instant the peer's heartbeats run out: judge the timers then, not at the
+            // next periodic tick.
+            _ = sleep_until_lost(lost_at), if lost_at.is_some() => {
+                core.resume();
                 tokio::task::yield_now().await;
                 for _ in 0..256 {
                     match rx.try_recv() {
@@ -738,6 +756,14 @@ pub async fn run<E: Effects, O: Outbox>(
     }
     info!("arbiter stopped");
     state
+}
+
+/// Sleeps until `at` (just past it: the machine counts a path lost once the detection
+/// time has fully elapsed).
+async fn sleep_until_lost(at: Option<Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at + Duration::from_micros(500)).await;
+    }
 }
 
 #[cfg(test)]

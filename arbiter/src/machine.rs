@@ -288,6 +288,18 @@ impl State {
         self.path_alive(cfg, HbPath::Sync, now) || self.path_alive(cfg, HbPath::Fabric, now)
     }
 
+    /// When the peer will count as lost if nothing more arrives: the latest heartbeat on
+    /// any path plus the detection time. `None` when no heartbeat was ever seen. The driver
+    /// wakes at this instant and sends a `Tick`, so detection does not wait for the next
+    /// periodic tick (up to one heartbeat interval later).
+    pub fn peer_lost_at(&self, cfg: &Config) -> Option<Duration> {
+        self.last_seen
+            .iter()
+            .flatten()
+            .max()
+            .map(|t| *t + cfg.detect)
+    }
+
     fn damped(&self, cfg: &Config, now: Duration) -> bool {
         match self.healthy_since {
             None => true,

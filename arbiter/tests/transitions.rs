@@ -746,3 +746,29 @@ fn pair_split_brain_and_heal() {
         (Role::Active, 1, Role::Standby, 3)
     );
 }
+
+/// The instant the driver must wake to judge the peer lost: the latest heartbeat on any path
+/// plus the detection time; at that instant (not a tick later) the take-over happens.
+#[test]
+fn peer_lost_at_is_the_latest_heartbeat_plus_detect() {
+    let c = cfg();
+    let table: &[([Option<u64>; 2], Option<u64>)] = &[
+        ([None, None], None),
+        ([Some(10_000), None], Some(10_150)),
+        ([None, Some(9_000)], Some(9_150)),
+        ([Some(10_000), Some(10_020)], Some(10_170)),
+        ([Some(10_040), Some(10_020)], Some(10_190)),
+    ];
+    for (seen, want) in table {
+        let mut s = at(Role::Standby, Some(peer(Role::Active)));
+        s.last_seen = seen.map(|t| t.map(MS));
+        assert_eq!(s.peer_lost_at(&c), want.map(MS), "{seen:?}");
+        if let Some(w) = want {
+            // Just before: still alive; at the instant: lost, and the standby takes over.
+            assert!(s.peer_alive(&c, MS(w - 1)), "{seen:?}");
+            assert!(!s.peer_alive(&c, MS(*w)), "{seen:?}");
+            let (s2, _) = s.clone().step(&c, Event::Tick, MS(*w));
+            assert_eq!(s2.role, Role::Active, "{seen:?}");
+        }
+    }
+}

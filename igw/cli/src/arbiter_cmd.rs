@@ -48,8 +48,42 @@ pub struct MaintenanceArgs {
     pub no_wait: bool,
 }
 
+/// Puts this process (and the threads it starts from now on) in SCHED_RR at `prio`, with
+/// SCHED_RESET_ON_FORK so the commands it runs (vtysh, nft) are ordinary processes. A
+/// refusal (no CAP_SYS_NICE, RestrictRealtime) is a warning: the arbiter still works, only
+/// less safe from CPU starvation.
+#[expect(
+    unsafe_code,
+    reason = "sched_setscheduler(2) has no safe wrapper in std or nix"
+)]
+fn realtime(prio: u8) {
+    if prio == 0 {
+        return;
+    }
+    let param = libc::sched_param {
+        sched_priority: i32::from(prio),
+    };
+    // SAFETY: plain syscall on this thread with a valid, initialised sched_param.
+    let rc =
+        unsafe { libc::sched_setscheduler(0, libc::SCHED_RR | libc::SCHED_RESET_ON_FORK, &param) };
+    if rc == 0 {
+        tracing::info!(
+            priority = prio,
+            "arbiter runs with real-time priority (SCHED_RR)"
+        );
+    } else {
+        tracing::warn!(
+            priority = prio,
+            error = %std::io::Error::last_os_error(),
+            "cannot set real-time priority (needs CAP_SYS_NICE); heartbeats may be delayed under CPU load"
+        );
+    }
+}
+
 pub fn run_daemon(g: &Global, a: &DaemonArgs) -> Result<(), CliError> {
     let node = NodeConfig::load(&g.node)?;
+    // Before the runtime starts: its threads inherit the policy.
+    realtime(node.arbiter.realtime_priority);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

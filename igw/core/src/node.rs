@@ -307,6 +307,12 @@ pub struct ArbiterTimers {
     /// bounds how fast a half-failure (proxy dead, node alive) is seen.
     #[serde(default = "default_probe_interval")]
     pub probe_interval_ms: u32,
+    /// Real-time priority (SCHED_RR, 1-99) of the arbiter daemon, so that CPU starvation on
+    /// a busy node does not delay its heartbeats past the peer's detection time (a false
+    /// take-over); 0 runs it as a normal process. Commands it runs (vtysh, nft) are not
+    /// real-time. Needs CAP_SYS_NICE; without it the daemon warns and runs normally.
+    #[serde(default = "default_rt_priority")]
+    pub realtime_priority: u8,
 }
 
 impl Default for ArbiterTimers {
@@ -316,15 +322,19 @@ impl Default for ArbiterTimers {
             heartbeat_misses: default_hb_misses(),
             hold_down_ms: default_hold_down(),
             probe_interval_ms: default_probe_interval(),
+            realtime_priority: default_rt_priority(),
         }
     }
 }
 
 fn default_hb_interval() -> u32 {
-    50
+    20
 }
 fn default_hb_misses() -> u32 {
     3
+}
+fn default_rt_priority() -> u8 {
+    10
 }
 fn default_hold_down() -> u32 {
     2000
@@ -454,6 +464,12 @@ impl NodeConfig {
                     format!("port {a} is used twice among proxy and sync ports"),
                 );
             }
+        }
+        if self.arbiter.realtime_priority > 99 {
+            err(
+                "arbiter.realtime_priority",
+                "must be 0 (off) or a SCHED_RR priority 1-99".into(),
+            );
         }
         if self.arbiter.probe_interval_ms == 0 {
             err("arbiter.probe_interval_ms", "must be >= 1".into());

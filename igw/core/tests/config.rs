@@ -200,6 +200,10 @@ fn bad_nodes_are_refused_with_position() {
             good.replace("router_id = \"198.19.0.1\"", "router_id = \"x\""),
             "node.router_id: invalid IPv4 address syntax",
         ),
+        (
+            good.replace("[arbiter]", "[arbiter]\nrealtime_priority = 100"),
+            "arbiter.realtime_priority: must be 0 (off) or a SCHED_RR priority 1-99",
+        ),
     ];
     for (text, want) in cases {
         let got = NodeConfig::parse(Path::new("n.toml"), &text)
