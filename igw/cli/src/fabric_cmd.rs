@@ -57,7 +57,10 @@ pub fn run(g: &Global, a: &Args) -> Result<(), CliError> {
                 igw_fabric::driver::Path::VtySocket => "bgpd's vty socket",
                 igw_fabric::driver::Path::Vtysh => "vtysh",
             };
-            println!("prepend {count} set in {:.3} s (via {via})", took.as_secs_f64());
+            println!(
+                "prepend {count} set in {:.3} s (via {via})",
+                took.as_secs_f64()
+            );
         }
     }
     Ok(())

@@ -241,7 +241,10 @@ enum VtyError {
     /// No socket, no permission, or it closed at once: vtysh may still work (the reason is
     /// logged by the caller's fallback).
     Unreachable(#[allow(dead_code)] String),
-    Refused { command: String, detail: String },
+    Refused {
+        command: String,
+        detail: String,
+    },
 }
 
 /// One command on a vty socket: writes it NUL-terminated, reads the output up to the 4-byte
@@ -357,7 +360,10 @@ mod tests {
     fn vty_replies() {
         let table: &[(&[u8], Option<(u8, &str)>)] = &[
             (b"\0\0\0\0", Some((0, ""))),
-            (b"% Unknown command: foo\n\0\0\0\x02", Some((2, "% Unknown command: foo\n"))),
+            (
+                b"% Unknown command: foo\n\0\0\0\x02",
+                Some((2, "% Unknown command: foo\n")),
+            ),
             (b"partial output", None),
             (b"out\0\0", None),
             (b"out\0\0\0", None),
@@ -383,7 +389,11 @@ mod tests {
         let table: &[(&str, &str, Result<&str, &str>)] = &[
             (ok, "198.19.1.0", Ok("IGW-ROLE-FABRIC-3")),
             (v6, "tor0", Ok("IGW-ROLE-FABRIC-0")),
-            (ok, "198.19.1.2", Err("no neighbor `198.19.1.2` in the answer")),
+            (
+                ok,
+                "198.19.1.2",
+                Err("no neighbor `198.19.1.2` in the answer"),
+            ),
             (
                 r#"{"198.19.1.0":{"bgpState":"Active"}}"#,
                 "198.19.1.0",

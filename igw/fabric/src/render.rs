@@ -67,7 +67,10 @@ fn prepend_line(asn: u32, n: u8) -> Option<String> {
 
 /// The route-map names for `n` prepends: (fabric, upstream).
 pub fn role_maps(n: u8) -> (String, String) {
-    (format!("{RM_ROLE_FABRIC}{n}"), format!("{RM_ROLE_UPSTREAM}{n}"))
+    (
+        format!("{RM_ROLE_FABRIC}{n}"),
+        format!("{RM_ROLE_UPSTREAM}{n}"),
+    )
 }
 
 /// The prepend counts whose role route-maps are in the rendered config: 0 (take-over),
@@ -311,10 +314,7 @@ pub fn node_frr(node: &NodeConfig, tenants: &[IpNet], prepend: u8) -> String {
                 let _ = writeln!(w, "  neighbor {key} activate");
             }
             if tor {
-                let _ = writeln!(
-                    w,
-                    "  neighbor {key} default-originate route-map {role_fab}"
-                );
+                let _ = writeln!(w, "  neighbor {key} default-originate route-map {role_fab}");
                 let _ = writeln!(w, "  neighbor {key} route-map IGW-FROM-FABRIC in");
                 let _ = writeln!(w, "  neighbor {key} route-map IGW-DENY out");
             } else {
@@ -533,7 +533,11 @@ asn = 65020
     fn node_frr_renders_maps_for_every_count_it_points_at() {
         let n = node(PEERS);
         let text = node_frr(&n, &[], 3);
-        for m in ["IGW-ROLE-FABRIC-0", "IGW-ROLE-FABRIC-1", "IGW-ROLE-FABRIC-3"] {
+        for m in [
+            "IGW-ROLE-FABRIC-0",
+            "IGW-ROLE-FABRIC-1",
+            "IGW-ROLE-FABRIC-3",
+        ] {
             assert!(text.contains(&format!("route-map {m} permit 10")), "{m}");
         }
         assert!(text.contains("default-originate route-map IGW-ROLE-FABRIC-3"));
