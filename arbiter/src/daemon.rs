@@ -1,9 +1,15 @@
 //! The arbiter daemon: the [`machine`](crate::machine) on tokio. One loop owns the state and
 //! never waits on the world: heartbeats in, timer ticks, health reports and operator
 //! commands become events; the actions the machine returns go, in order, to one executor
-//! task, because FRR and conntrack-sync are slow (a `vtysh` role change takes ~0.25 s, longer
-//! than the detection time: a loop that waited on it would stop sending heartbeats and be
+//! task, because FRR and conntrack-sync can be slow (a role change over bgpd's vty socket
+//! takes ~1 ms, but the vtysh fallback 40-280 ms and a large conntrack commit seconds, longer
+//! than the detection time: a loop that waited on them would stop sending heartbeats and be
 //! declared dead by its peer).
+//!
+//! Detection: the loop wakes at the instant the peer's last heartbeat plus the detection time
+//! passes (`State::peer_lost_at`), not at the next periodic tick. The daemon runs SCHED_RR
+//! (`[arbiter] realtime_priority`, set by `igw arbiter` before the runtime starts) so that a
+//! busy node still sends its 20 ms heartbeats on time.
 //!
 //! Everything that touches the world is behind [`Effects`] (probes and actions; the real
 //! ones are in [`crate::edges`]) and [`Outbox`] (heartbeat datagrams; UDP in

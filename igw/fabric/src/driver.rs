@@ -358,7 +358,8 @@ mod tests {
 
     #[test]
     fn vty_replies() {
-        let table: &[(&[u8], Option<(u8, &str)>)] = &[
+        type Case<'a> = (&'a [u8], Option<(u8, &'a str)>);
+        let table: &[Case] = &[
             (b"\0\0\0\0", Some((0, ""))),
             (
                 b"% Unknown command: foo\n\0\0\0\x02",
