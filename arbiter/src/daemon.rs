@@ -451,6 +451,19 @@ impl<O: Outbox> Core<O> {
         }
     }
 
+    /// Reads the datagrams that arrived while the loop waited, then judges the timers: a
+    /// late wake-up must not find the peer "silent" with its heartbeats still queued.
+    async fn judge_timers(&mut self, rx: &mut mpsc::Receiver<Input>) {
+        tokio::task::yield_now().await;
+        for _ in 0..256 {
+            match rx.try_recv() {
+                Ok(i) => self.input(i),
+                Err(_) => break,
+            }
+        }
+        self.step(Event::Tick);
+    }
+
     fn input(&mut self, i: Input) {
         match i {
             Input::Datagram(p, b) => self.datagram(p, &b),
@@ -694,30 +707,13 @@ pub async fn run<E: Effects, O: Outbox>(
             _ = tick.tick() => {
                 core.resume();
                 core.send_heartbeats();
-                // Datagrams that arrived while this loop waited are read before the timers
-                // are judged: a late tick must not find the peer "silent" with its
-                // heartbeats still queued.
-                tokio::task::yield_now().await;
-                for _ in 0..256 {
-                    match rx.try_recv() {
-                        Ok(i) => core.input(i),
-                        Err(_) => break,
-                    }
-                }
-                core.step(Event::Tick);
+                core.judge_timers(&mut rx).await;
             }
             // The instant the peer's heartbeats run out: judge the timers then, not at the
             // next periodic tick.
             _ = sleep_until_lost(lost_at), if lost_at.is_some() => {
                 core.resume();
-                tokio::task::yield_now().await;
-                for _ in 0..256 {
-                    match rx.try_recv() {
-                        Ok(i) => core.input(i),
-                        Err(_) => break,
-                    }
-                }
-                core.step(Event::Tick);
+                core.judge_timers(&mut rx).await;
             }
             i = rx.recv(), if inputs_open => {
                 core.resume();

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use igw_core::NodeConfig;
 use serde::Serialize;
 
-use crate::render::{prepend_of_map, role_commands};
+use crate::render::{neighbor_key, prepend_of_map, role_commands};
 
 /// How the last role change reached FRR.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -198,11 +198,7 @@ impl FrrDriver {
         let Some(tor) = node.bgp.tor.first() else {
             return Ok(0);
         };
-        let key = match (&tor.address, &tor.interface) {
-            (Some(a), _) => a.to_string(),
-            (None, Some(i)) => i.clone(),
-            (None, None) => String::new(),
-        };
+        let key = neighbor_key(tor);
         let cmd = format!("show bgp neighbors {key} json");
         let out = self.vtysh(std::slice::from_ref(&cmd))?;
         let map = parse_default_route_map(&out, &key).map_err(|detail| FrrError::Json {

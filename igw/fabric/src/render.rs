@@ -146,7 +146,8 @@ pub fn prepend_of_map(name: &str) -> Option<u8> {
         .ok()
 }
 
-fn neighbor_key(p: &BgpPeer) -> String {
+/// The FRR neighbor key of a session: its address, or its interface (unnumbered).
+pub fn neighbor_key(p: &BgpPeer) -> String {
     match (&p.address, &p.interface) {
         (Some(a), _) => a.to_string(),
         (None, Some(i)) => i.clone(),
