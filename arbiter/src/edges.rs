@@ -219,8 +219,13 @@ fn perform_now(node: &NodeConfig, frr: &FrrDriver, a: &Action) -> Result<String,
                 Duration::from_secs(30),
             )?;
             Ok(format!(
-                "conntrack commit: {} of {} entries in {} ms",
-                r.data["committed"], r.data["attempted"], r.data["duration_ms"]
+                "conntrack {} commit: wrote {} of {} cached entries ({} already in the kernel, {} failed) in {} ms",
+                r.data["mode"].as_str().unwrap_or("?"),
+                r.data["written"],
+                r.data["entries_cached"],
+                r.data["already_in_kernel"],
+                r.data["failed"],
+                r.data["duration_ms"]
             ))
         }
         Action::ConntrackRole(active) => {

@@ -6,9 +6,15 @@
 #     CT_NEW (examples/ct_fill.rs, the same for both daemons); measured until B's cache holds
 #     N (igw: entries_cached from its control socket; conntrackd: `conntrackd -s`, external cache
 #     "current active connections"), polled every 50 ms;
-#   - commit: B's kernel table is empty; time of `igw conntrack commit` vs `conntrackd -c`,
-#     and the entries then in B's kernel (`conntrack -C`);
+#   - commit: time of `igw conntrack commit` vs `conntrackd -c`, and the entries then in B's
+#     kernel (`conntrack -C`). igw runs twice: with direct inject (the default: B's kernel
+#     fills as entries arrive, measured until `conntrack -C` in B reaches N, and the
+#     promotion commit writes only the delta) and in cache mode (B's kernel empty, the
+#     commit writes all N, like `conntrackd -c`);
 #   - CPU (utime+stime of each daemon over the run) and RSS of the standby.
+# Then churn (CHURN_LIVE entries, default 50000, replaced batch by batch for CHURN_SECS,
+# default 10 s, as fast as the kernel takes them: NEW + DESTROY events): from the start
+# until B holds exactly what A holds, entries/s replicated, and the difference left (lost).
 # Usage (root): bench/conntrack/run.sh [sizes...]   (default: 10000 100000)
 # Writes bench/conntrack/RESULTS.md. Every wait is bounded (60 s per step).
 set -euo pipefail
@@ -152,36 +158,31 @@ ctd_cached() {
 kernel_count() { ip netns exec "$1" conntrack -C; }
 flush() { for n in "$A" "$B"; do ip netns exec "$n" conntrack -F 2>/dev/null || true; done; }
 
-ROWS=()
-row() { ROWS+=("$1"); echo "$1"; }
-for N in "${SIZES[@]}"; do
-  WANT=$N
-  # --- igw conntrack-sync ---
-  flush
-  ip netns exec "$B" "$IGW" --node "$WORK/igw-b.toml" --policy "$WORK/policy.toml" conntrack-sync --role standby >"$WORK/igw-b.log" 2>&1 &
+# Polls "$@" every 50 ms until it prints exactly $WANT; bounded by $2 s... (see wait_eq).
+wait_eq() { # seconds cmd... ; prints the last value, fails if never equal
+  local secs=$1; shift
+  local until=$(( $(date +%s) + secs )) got=0
+  while [ "$(date +%s)" -lt "$until" ]; do
+    got=$({ "$@" 2>/dev/null || true; } | head -n1); got=${got//[^0-9]/}; got=${got:-0}
+    [ "$got" -eq "$WANT" ] && { echo "$got"; return 0; }
+    sleep 0.05
+  done
+  echo "$got"; return 1
+}
+igw_status() { # node field-expression
+  "$IGW" --node "$WORK/$1.toml" conntrack status --json | python3 -c "import json,sys; d=json.load(sys.stdin); print($2)"
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else print "-" }'; }
+
+start_igw() { # inject|cache
+  local flag=--no-direct-inject; [ "$1" = inject ] && flag=--direct-inject
+  ip netns exec "$B" "$IGW" --node "$WORK/igw-b.toml" --policy "$WORK/policy.toml" conntrack-sync --role standby $flag >"$WORK/igw-b.log" 2>&1 &
   PB=$!; PIDS+=("$PB")
-  ip netns exec "$A" "$IGW" --node "$WORK/igw-a.toml" --policy "$WORK/policy.toml" conntrack-sync --role active >"$WORK/igw-a.log" 2>&1 &
+  ip netns exec "$A" "$IGW" --node "$WORK/igw-a.toml" --policy "$WORK/policy.toml" conntrack-sync --role active $flag >"$WORK/igw-a.log" 2>&1 &
   PA=$!; PIDS+=("$PA")
   WANT=1 wait_count bash -c "'$IGW' --node '$WORK/igw-a.toml' conntrack status --json | grep -c '\"peer_connected\": true'" >/dev/null
-  rss0=$(rss_mib "$PB"); ca0=$(cpu_s "$PA"); cb0=$(cpu_s "$PB")
-  t0=$(now); fill=$(ip netns exec "$A" "$FILL" "$N"); t1=$(now)
-  got=$(igw_wait_cached); t2=$(now)
-  ca=$(awk -v a="$ca0" -v b="$(cpu_s "$PA")" 'BEGIN{printf "%.2f", b-a}')
-  cb=$(awk -v a="$cb0" -v b="$(cpu_s "$PB")" 'BEGIN{printf "%.2f", b-a}')
-  rss1=$(rss_mib "$PB")
-  igw_rep=$(secs "$t0" "$t2"); igw_lag=$(secs "$t1" "$t2"); fill_s=$(secs "$t0" "$t1")
-  per_entry=$(awk -v a="$rss0" -v b="$rss1" -v n="$N" 'BEGIN{printf "%.0f", (b-a)*1048576/n}')
-  # control.metrics 127.0.0.1:9184 (default) + 2, conntrack-sync's offset.
-  metrics=$(ip netns exec "$B" curl -s --max-time 5 "http://127.0.0.1:9186/metrics" | grep -c '^igw_conntrack_sync_' || true)
-  t0=$(now); commit=$("$IGW" --node "$WORK/igw-b.toml" conntrack commit); t1=$(now)
-  igw_commit=$(secs "$t0" "$t1"); igw_in=$(kernel_count "$B")
-  st=$("$IGW" --node "$WORK/igw-b.toml" conntrack status --json | python3 -c 'import json,sys; d=json.load(sys.stdin); m=d["messages"]; print(m["updates_received"], d["event_overruns"], d["resyncs"], m["dropped"]["total"])')
-  kill "$PA" "$PB"; wait "$PA" "$PB" 2>/dev/null || true
-  row "| $N | igw conntrack-sync | $igw_rep s ($(awk -v n="$N" -v s="$igw_rep" 'BEGIN{printf "%.0f", n/s}')/s), cached $got | $igw_lag s | $igw_commit s, $igw_in in kernel | A $ca s, B $cb s | $rss0 -> $rss1 MiB ($per_entry B/entry) | fill $fill_s s; updates/overruns/resyncs/dropped: $st; metrics lines: $metrics; $commit |"
-  IGW_ROW=("$igw_rep" "$igw_commit")
-
-  # --- conntrackd FTFW ---
-  flush
+}
+start_ctd() {
   rm -f "$WORK"/ctd-*/lock "$WORK"/ctd-*/ctl
   ip netns exec "$B" conntrackd -C "$WORK/ctd-b/conntrackd.conf" >/dev/null 2>&1 &
   PB=$!; PIDS+=("$PB")
@@ -189,6 +190,45 @@ for N in "${SIZES[@]}"; do
   PA=$!; PIDS+=("$PA")
   WANT=1 wait_count bash -c "ip netns exec $B conntrackd -C $WORK/ctd-b/conntrackd.conf -s >/dev/null && echo 1" >/dev/null
   sleep 1
+}
+stop_pair() { kill "$PA" "$PB"; wait "$PA" "$PB" 2>/dev/null || true; }
+
+ROWS=()
+row() { ROWS+=("$1"); echo "$1"; }
+for N in "${SIZES[@]}"; do
+  WANT=$N
+  declare -A COMMIT=() REP=()
+  # --- igw conntrack-sync, direct inject then cache mode ---
+  for mode in inject cache; do
+    flush
+    start_igw "$mode"
+    rss0=$(rss_mib "$PB"); ca0=$(cpu_s "$PA"); cb0=$(cpu_s "$PB")
+    t0=$(now); fill=$(ip netns exec "$A" "$FILL" "$N"); t1=$(now)
+    got=$(igw_wait_cached); t2=$(now)
+    inkernel=""
+    if [ "$mode" = inject ]; then
+      WANT=$N wait_count kernel_count "$B" >/dev/null || true; t3=$(now)
+      inkernel="; B's kernel held N $(secs "$t1" "$t3") s after the fill ($(kernel_count "$B") entries)"
+    fi
+    ca=$(awk -v a="$ca0" -v b="$(cpu_s "$PA")" 'BEGIN{printf "%.2f", b-a}')
+    cb=$(awk -v a="$cb0" -v b="$(cpu_s "$PB")" 'BEGIN{printf "%.2f", b-a}')
+    rss1=$(rss_mib "$PB")
+    igw_rep=$(secs "$t0" "$t2"); igw_lag=$(secs "$t1" "$t2"); fill_s=$(secs "$t0" "$t1")
+    per_entry=$(awk -v a="$rss0" -v b="$rss1" -v n="$N" 'BEGIN{printf "%.0f", (b-a)*1048576/n}')
+    # control.metrics 127.0.0.1:9184 (default) + 2, conntrack-sync's offset.
+    metrics=$(ip netns exec "$B" curl -s --max-time 5 "http://127.0.0.1:9186/metrics" | grep -c '^igw_conntrack_sync_' || true)
+    t0=$(now); commit=$("$IGW" --node "$WORK/igw-b.toml" conntrack commit); t1=$(now)
+    igw_commit=$(secs "$t0" "$t1"); igw_in=$(kernel_count "$B")
+    COMMIT[$mode]=$igw_commit; REP[$mode]=$igw_rep
+    st=$(igw_status igw-b 'd["messages"]["updates_received"], d["event_overruns"], d["resyncs"], d["messages"]["dropped"]["total"]')
+    stop_pair
+    label="igw conntrack-sync (cache mode)"; [ "$mode" = inject ] && label="igw conntrack-sync (direct inject)"
+    row "| $N | $label | $igw_rep s ($(awk -v n="$N" -v s="$igw_rep" 'BEGIN{printf "%.0f", n/s}')/s), cached $got | $igw_lag s | $igw_commit s, $igw_in in kernel | A $ca s, B $cb s | $rss0 -> $rss1 MiB ($per_entry B/entry) | fill $fill_s s$inkernel; updates/overruns/resyncs/dropped: $st; metrics lines: $metrics; $commit |"
+  done
+
+  # --- conntrackd FTFW ---
+  flush
+  start_ctd
   rss0=$(rss_mib "$PB"); ca0=$(cpu_s "$PA"); cb0=$(cpu_s "$PB")
   t0=$(now); fill=$(ip netns exec "$A" "$FILL" "$N"); t1=$(now)
   got=$(wait_count ctd_cached) || true; t2=$(now)
@@ -201,10 +241,50 @@ for N in "${SIZES[@]}"; do
   # If conntrackd returns before the kernel holds them all, wait for the kernel.
   WANT=$N wait_count kernel_count "$B" >/dev/null || true; t2=$(now)
   ctd_commit=$(secs "$t0" "$t2"); ctd_ret=$(secs "$t0" "$t1"); ctd_in=$(kernel_count "$B")
-  kill "$PA" "$PB"; wait "$PA" "$PB" 2>/dev/null || true
+  stop_pair
   row "| $N | conntrackd FTFW | $ctd_rep s ($(awk -v n="$N" -v s="$ctd_rep" 'BEGIN{printf "%.0f", n/s}')/s), cached $got | $ctd_lag s | $ctd_commit s (command returned after $ctd_ret s), $ctd_in in kernel | A $ca s, B $cb s | $rss0 -> $rss1 MiB ($per_entry B/entry) | fill $fill_s s |"
-  row "| $N | ratio igw/conntrackd | replication time $(awk -v a="${IGW_ROW[0]}" -v b="$ctd_rep" 'BEGIN{printf "%.2f", a/b}') | | commit time $(awk -v a="${IGW_ROW[1]}" -v b="$ctd_commit" 'BEGIN{printf "%.2f", a/b}') | | | |"
+  row "| $N | ratio igw/conntrackd | replication time: inject $(ratio "${REP[inject]}" "$ctd_rep"), cache $(ratio "${REP[cache]}" "$ctd_rep") | | promotion commit: direct inject $(ratio "${COMMIT[inject]}" "$ctd_commit") (conntrackd $(ratio "$ctd_commit" "${COMMIT[inject]}")x slower), cache mode $(ratio "${COMMIT[cache]}" "$ctd_commit") | | | |"
 done
+
+# --- churn -----------------------------------------------------------------------------
+CHURN_LIVE=${CHURN_LIVE:-50000}; CHURN_SECS=${CHURN_SECS:-10}
+CROWS=()
+crow() { CROWS+=("$1"); echo "$1"; }
+declare -A CRATE=()
+for who in inject cache conntrackd; do
+  flush
+  if [ "$who" = conntrackd ]; then start_ctd; else start_igw "$who"; fi
+  ca0=$(cpu_s "$PA"); cb0=$(cpu_s "$PB")
+  t0=$(now)
+  out=$(ip netns exec "$A" timeout $((CHURN_SECS + 120)) "$FILL" churn "$CHURN_LIVE" "$CHURN_SECS")
+  t1=$(now)
+  events=$(awk '{ print $3 + $5 }' <<<"$out")
+  in_a=$(kernel_count "$A")
+  WANT=$in_a
+  case $who in
+    conntrackd) got=$(wait_eq 60 ctd_cached) && ok=1 || ok=0 ;;
+    *) got=$(wait_eq 60 igw_status igw-b 'd["entries_cached"]') && ok=1 || ok=0 ;;
+  esac
+  t2=$(now)
+  extra=""
+  if [ "$who" = inject ]; then
+    kb=$(wait_eq 60 kernel_count "$B") || true; t3=$(now)
+    extra="; B's kernel $kb entries $(secs "$t1" "$t3") s after the churn; inject: $(igw_status igw-b 'd["inject"]')"
+  fi
+  if [ "$who" != conntrackd ]; then
+    extra="$extra; overruns/resyncs/dropped: $(igw_status igw-b 'd["event_overruns"], d["resyncs"], d["messages"]["dropped"]["total"]') (A: $(igw_status igw-a 'd["event_overruns"], d["resyncs"]'))"
+  fi
+  ca=$(awk -v a="$ca0" -v b="$(cpu_s "$PA")" 'BEGIN{printf "%.2f", b-a}')
+  cb=$(awk -v a="$cb0" -v b="$(cpu_s "$PB")" 'BEGIN{printf "%.2f", b-a}')
+  stop_pair
+  total=$(secs "$t0" "$t2"); lag=$(secs "$t1" "$t2")
+  rate=$(awk -v e="$events" -v s="$total" 'BEGIN{printf "%.0f", e/s}')
+  CRATE[$who]=$rate
+  label="igw (cache mode)"; [ "$who" = inject ] && label="igw (direct inject)"; [ "$who" = conntrackd ] && label="conntrackd FTFW"
+  [ "$ok" = 1 ] && state="equal ($got)" || state="**differs: B $got vs A $in_a after 60 s**"
+  crow "| $label | $out | $events | $total s (lag $lag s) | $rate/s | $state | A $ca s, B $cb s$extra |"
+done
+crow "| ratio igw/conntrackd | | | | direct inject $(ratio "${CRATE[inject]}" "${CRATE[conntrackd]}"), cache mode $(ratio "${CRATE[cache]}" "${CRATE[conntrackd]}") | | |"
 
 {
   echo "# conntrack-sync vs conntrackd (FTFW) — results"
@@ -222,6 +302,18 @@ done
   echo "| N | daemon | replication | lag | commit | CPU | standby RSS | notes |"
   echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
   printf '%s\n' "${ROWS[@]}"
+  echo
+  echo "## Replication under churn"
+  echo
+  echo "\`ct_fill churn $CHURN_LIVE $CHURN_SECS\` in A: $CHURN_LIVE entries, then the oldest 256 replaced by"
+  echo "256 new ones, batch after batch, for $CHURN_SECS s (each replacement is a DESTROY and a NEW event)."
+  echo "Events: creates + deletes. Until equal: from the start of the churn to B's cache"
+  echo "holding exactly A's table (igw: entries_cached; conntrackd: external cache), polled"
+  echo "every 50 ms; rate = events / that time. Both daemons and the generator share the 2 cores."
+  echo
+  echo "| daemon | generator | events | until equal | replicated | B vs A at the end | CPU, notes |"
+  echo "| --- | --- | --- | --- | --- | --- | --- |"
+  printf '%s\n' "${CROWS[@]}"
 } >bench/conntrack/RESULTS.md.new
 mv bench/conntrack/RESULTS.md.new bench/conntrack/RESULTS.md
 echo "written bench/conntrack/RESULTS.md"

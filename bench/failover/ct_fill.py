@@ -1,9 +1,11 @@
 #!/usr/bin/python3
 """Loads N conntrack entries into the kernel table of the namespace it runs in, over
 ctnetlink (IPCTNL_MSG_CT_NEW, batched), as a busy gateway's table would hold: UDP
-192.0.2.200:port -> 192.0.2.201:port', one hour timeout. No packet is sent anywhere; the
-entries only weigh on conntrack sync (replication, and `conntrackd -c` / `igw conntrack
-commit` at promotion). `conntrack -D -s 192.0.2.200` removes them.
+198.18.1.250:port -> 192.0.2.201:port', one hour timeout. The source is a tenant-a address
+(198.18.1.0/24), so both sync daemons replicate them (igw's filter keeps tenant-sourced
+entries; conntrackd keeps everything). No packet is sent anywhere; the entries only weigh
+on conntrack sync (replication, direct inject, and `conntrackd -c` / `igw conntrack
+commit` at promotion). `conntrack -D -s 198.18.1.250` removes them.
 
     ct_fill.py N"""
 
@@ -36,7 +38,7 @@ def tuple_(t, src, dst, sport, dport):
 
 def message(seq, i):
     sport, dport = 1024 + i % 60000, 1 + i // 60000
-    a, b = "192.0.2.200", "192.0.2.201"
+    a, b = "198.18.1.250", "192.0.2.201"
     body = (struct.pack("=BBH", socket.AF_INET, 0, 0)
             + tuple_(CTA_TUPLE_ORIG, a, b, sport, dport)
             + tuple_(CTA_TUPLE_REPLY, b, a, dport, sport)

@@ -26,7 +26,7 @@ def main():
     print("## Per side and scenario (min / median / max over the runs)\n")
     print("| scenario | conntrack entries | side | runs (switched) | outage ms | lost probes (median) "
           "| flows alive at the end (worst run) | longest flow stall ms (median) "
-          "| un-NATed packets at the upstream (max) | `conntrackd -c` ms (median) |")
+          "| un-NATed packets at the upstream (max) | promotion commit ms (median; stock `conntrackd -c`, igw conntrack-sync) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     summary = {}
     for (sc, ct, side), rs in sorted(groups.items()):

@@ -46,12 +46,20 @@ RESULTS=$STATE/results.jsonl
 : > "$RESULTS"
 UPS=()      # labs that are up (prefixes), taken down on exit
 BG=()       # background processes this script started (PIDs)
+CT_MAX0=$(sysctl -n net.netfilter.nf_conntrack_max)
 cleanup() {
   for p in "${BG[@]}"; do kill "$p" 2> /dev/null || true; done
   for p in "${UPS[@]}"; do "$IGW" lab down --prefix "$p" --state-dir "$STATE" > /dev/null 2>&1 || true; done
   rm -rf "$STATE"
+  sysctl -qw net.netfilter.nf_conntrack_max="$CT_MAX0" 2> /dev/null || true
 }
 trap cleanup EXIT
+# The table limit is global (set from the initial namespace, read-only inside the lab's):
+# the active's entries and their copy on the standby (direct inject) must both fit.
+# Restored on exit.
+if [ $((2 * CT_ENTRIES + 65536)) -gt "$CT_MAX0" ]; then
+  sysctl -qw net.netfilter.nf_conntrack_max=$((2 * CT_ENTRIES + 65536))
+fi
 
 has_arbiter() { "$IGW" arbiter --help > /dev/null 2>&1; }
 
@@ -216,6 +224,11 @@ one_run() { # SIDE SCENARIO N
     # How long `conntrackd -c` took on the promoted node (role.log timestamps).
     commit_ms=$(awk '/primary: begin/ {b=$1} /external cache committed/ {c=$1} END {if (b && c) printf "%.0f", (c-b)*1000; else print "null"}' \
       "$(stock_dir "$standby")/role.log")
+  elif [ "$after" = "$standby" ]; then
+    # igw: the promotion commit conntrack-sync reported on the promoted node (with direct
+    # inject, the delta its kernel did not hold yet).
+    commit_ms=$("$IGW" --node "$STATE/$P/$standby/node.toml" conntrack status --json 2> /dev/null |
+      python3 -c 'import json,sys; c=json.load(sys.stdin).get("last_commit") or {}; print(round(c["duration_ms"]) if "duration_ms" in c else "null")' 2> /dev/null || echo null)
   fi
   python3 - "$tj" "$side" "$sc" "$n" "$act" $((u1 - u0)) "$commit_ms" "$CT_ENTRIES" "$after" >> "$RESULTS" << 'PY'
 import json, sys
@@ -231,7 +244,7 @@ PY
   if [ "$sc" = freeze ]; then recover "$side" "$sc" "$act"; fi
   # A fresh table for the next run's entries (the fill ones are per run).
   if [ "$CT_ENTRIES" -gt 0 ]; then
-    for g in igw-a igw-b; do ip netns exec "$P-$g" conntrack -D -s 192.0.2.200 > /dev/null 2>&1 || true; done
+    for g in igw-a igw-b; do ip netns exec "$P-$g" conntrack -D -s 198.18.1.250 > /dev/null 2>&1 || true; done
   fi
 }
 

@@ -3,14 +3,23 @@
 //! per entry). Each creation is a NEW event for a sync daemon running in the namespace.
 //!
 //! `ct_fill <count> [pool] [batch]`; prints `created <n> failed <m> in <seconds>`.
+//!
+//! `ct_fill churn <live> <seconds> [pool] [batch]`: creates `live` entries, then for
+//! `seconds` (bounded) replaces the oldest `batch` entries by `batch` new ones as fast as
+//! the kernel takes them (DESTROY + NEW events), and ends with `live` entries in the table;
+//! prints `churn created <c> deleted <d> in <seconds> live <live> failed <f>`.
+//!
 //! Entry i: 198.18.0.0/16 host (i % 60000 + 1):(10000 + i / 60000) -> 203.0.113.(10 +
-//! i / 60000):5000, SNAT to <pool>:(1024 + i % 60000), so every reply tuple is unique.
+//! i / 60000):5000, SNAT to <pool>:(1024 + i % 60000), so every reply tuple is unique
+//! (i < 14.7M).
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use igw_conntrack_sync::ct::{CtEntry, ProtoInfo, TcpInfo, Tuple};
 use igw_conntrack_sync::netlink::CtSocket;
+use igw_conntrack_sync::state::Injection;
 
 fn tuple(src: IpAddr, dst: IpAddr, sp: u16, dp: u16) -> Tuple {
     Tuple {
@@ -27,8 +36,106 @@ fn tuple(src: IpAddr, dst: IpAddr, sp: u16, dp: u16) -> Tuple {
     }
 }
 
+fn entry(i: u32, pool: IpAddr) -> CtEntry {
+    assert!(i < 60_000 * 245, "ct_fill: out of unique tuples");
+    let host = i % 60_000 + 1;
+    let round = (i / 60_000) as u16;
+    let src = IpAddr::V4(Ipv4Addr::from(
+        u32::from(Ipv4Addr::new(198, 18, 0, 0)) + host,
+    ));
+    let dst = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 10 + round as u8));
+    let sport = 10_000 + round;
+    let nport = 1024 + (i % 60_000) as u16;
+    CtEntry {
+        orig: tuple(src, dst, sport, 5000),
+        reply: tuple(dst, pool, 5000, nport),
+        // SEEN_REPLY | ASSURED | CONFIRMED | SRC_NAT | SRC_NAT_DONE | DST_NAT_DONE
+        status: 0x19e,
+        timeout: 3600,
+        mark: 0,
+        zone: 0,
+        protoinfo: Some(ProtoInfo {
+            tcp: Some(TcpInfo {
+                state: Some(3),
+                wscale_orig: Some(7),
+                wscale_reply: Some(7),
+                flags_orig: Some([0x23, 0x23]),
+                flags_reply: Some([0x23, 0x23]),
+            }),
+            other: vec![],
+        }),
+        labels: None,
+    }
+}
+
+fn write(s: &mut CtSocket, items: &[Injection], batch: usize) -> u64 {
+    s.inject(items, batch)
+        .expect("ctnetlink")
+        .iter()
+        .filter(|&&r| r != 0)
+        .count() as u64
+}
+
+fn churn(mut args: impl Iterator<Item = String>) {
+    let usage = "usage: ct_fill churn <live> <seconds> [pool] [batch]";
+    let live: u32 = args.next().and_then(|s| s.parse().ok()).expect(usage);
+    let secs: f64 = args.next().and_then(|s| s.parse().ok()).expect(usage);
+    let pool: IpAddr = args.next().map_or("198.51.100.10".parse().unwrap(), |s| {
+        s.parse().expect(usage)
+    });
+    let batch: usize = args.next().map_or(256, |s| s.parse().expect(usage));
+    let mut s = CtSocket::open().expect("ctnetlink");
+    let started = Instant::now();
+    let mut next = 0u32;
+    let mut table = VecDeque::new();
+    let mut failed = 0;
+    while next < live {
+        let n = batch.min((live - next) as usize) as u32;
+        let items: Vec<Injection> = (next..next + n)
+            .map(|i| Injection::Write {
+                entry: entry(i, pool),
+                timeout: 3600,
+                version: 0,
+            })
+            .collect();
+        failed += write(&mut s, &items, batch);
+        table.extend(next..next + n);
+        next += n;
+    }
+    let (mut created, mut deleted) = (u64::from(live), 0u64);
+    let deadline = started + Duration::from_secs_f64(secs);
+    while Instant::now() < deadline {
+        let mut items = Vec::with_capacity(2 * batch);
+        for _ in 0..batch.min(table.len()) {
+            let old = table.pop_front().expect("non-empty");
+            items.push(Injection::Remove(entry(old, pool)));
+        }
+        deleted += items.len() as u64;
+        for i in next..next + batch as u32 {
+            items.push(Injection::Write {
+                entry: entry(i, pool),
+                timeout: 3600,
+                version: 0,
+            });
+            table.push_back(i);
+        }
+        next += batch as u32;
+        created += batch as u64;
+        failed += write(&mut s, &items, batch);
+    }
+    println!(
+        "churn created {created} deleted {deleted} in {:.3} live {} failed {failed}",
+        started.elapsed().as_secs_f64(),
+        table.len()
+    );
+}
+
 fn main() {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("churn") {
+        args.next();
+        return churn(args);
+    }
     let count: u32 = args
         .next()
         .and_then(|s| s.parse().ok())
@@ -37,38 +144,7 @@ fn main() {
         s.parse().expect("pool address")
     });
     let batch: usize = args.next().map_or(256, |s| s.parse().expect("batch"));
-    let entries: Vec<CtEntry> = (0..count)
-        .map(|i| {
-            let host = i % 60_000 + 1;
-            let round = (i / 60_000) as u16;
-            let src = IpAddr::V4(Ipv4Addr::from(
-                u32::from(Ipv4Addr::new(198, 18, 0, 0)) + host,
-            ));
-            let dst = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 10 + round as u8));
-            let sport = 10_000 + round;
-            let nport = 1024 + (i % 60_000) as u16;
-            CtEntry {
-                orig: tuple(src, dst, sport, 5000),
-                reply: tuple(dst, pool, 5000, nport),
-                // SEEN_REPLY | ASSURED | CONFIRMED | SRC_NAT | SRC_NAT_DONE | DST_NAT_DONE
-                status: 0x19e,
-                timeout: 3600,
-                mark: 0,
-                zone: 0,
-                protoinfo: Some(ProtoInfo {
-                    tcp: Some(TcpInfo {
-                        state: Some(3),
-                        wscale_orig: Some(7),
-                        wscale_reply: Some(7),
-                        flags_orig: Some([0x23, 0x23]),
-                        flags_reply: Some([0x23, 0x23]),
-                    }),
-                    other: vec![],
-                }),
-                labels: None,
-            }
-        })
-        .collect();
+    let entries: Vec<CtEntry> = (0..count).map(|i| entry(i, pool)).collect();
     let started = Instant::now();
     let mut s = CtSocket::open().expect("ctnetlink");
     let r = s

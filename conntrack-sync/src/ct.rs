@@ -691,6 +691,22 @@ impl CtEntry {
         v
     }
 
+    /// Attributes of a CT_NEW without NLM_F_CREATE that updates an entry the kernel holds
+    /// already (direct inject of a later state): no reply tuple or NAT binding, which the
+    /// kernel refuses to change on an existing entry (EOPNOTSUPP).
+    pub fn update_attrs(&self, timeout: u32) -> Vec<CtAttr> {
+        self.create_attrs(timeout)
+            .into_iter()
+            .filter(|a| {
+                !matches!(
+                    a,
+                    CtAttr::TupleReply(_) | CtAttr::NatSrc(_) | CtAttr::NatDst(_)
+                )
+            })
+            .chain((self.mark == 0).then_some(CtAttr::Mark(0)))
+            .collect()
+    }
+
     /// The reply tuple as it was before NAT: the inverse of the original tuple, keeping
     /// the reply's ICMP type and code (the kernel inverted those already).
     pub fn unnatted_reply(&self) -> Tuple {
@@ -771,6 +787,27 @@ pub fn create_request(e: &CtEntry, seq: u32, timeout: u32, out: &mut Vec<u8>) {
         e.create_attrs(timeout),
     )
     .emit(out);
+}
+
+/// A CT_NEW that updates an existing entry (see [`CtEntry::update_attrs`]).
+pub fn update_request(e: &CtEntry, seq: u32, timeout: u32, out: &mut Vec<u8>) {
+    CtMessage::request(
+        IPCTNL_MSG_CT_NEW,
+        NLM_F_ACK,
+        seq,
+        e.orig.family(),
+        e.update_attrs(timeout),
+    )
+    .emit(out);
+}
+
+/// A CT_DELETE of the entry with this original tuple and zone.
+pub fn delete_request(e: &CtEntry, seq: u32, out: &mut Vec<u8>) {
+    let mut attrs = vec![CtAttr::TupleOrig(e.orig.clone())];
+    if e.zone != 0 {
+        attrs.push(CtAttr::Zone(e.zone));
+    }
+    CtMessage::request(IPCTNL_MSG_CT_DELETE, NLM_F_ACK, seq, e.orig.family(), attrs).emit(out);
 }
 
 #[cfg(test)]
@@ -872,6 +909,35 @@ mod tests {
         assert_eq!(e.status, 0x198);
         assert_eq!(e.timeout, 29);
         assert!(e.protoinfo.is_none());
+    }
+
+    #[test]
+    fn update_request_leaves_the_nat_binding_alone() {
+        let m = one(&hex(TCP_SNAT));
+        let e = CtEntry::from_attrs(&m.attrs).unwrap();
+        let mut out = Vec::new();
+        update_request(&e, 9, 100, &mut out);
+        let back = one(&out);
+        assert_eq!(back.ct_type(), Some(IPCTNL_MSG_CT_NEW));
+        // No CREATE: the kernel updates the entry it has, or answers ENOENT.
+        assert_eq!(back.header.flags, NLM_F_REQUEST | NLM_F_ACK);
+        assert!(back.attrs.contains(&CtAttr::TupleOrig(e.orig.clone())));
+        assert!(back.attrs.contains(&CtAttr::Timeout(100)));
+        assert!(back.attrs.contains(&CtAttr::Mark(e.mark)));
+        for a in &back.attrs {
+            assert!(
+                !matches!(
+                    a,
+                    CtAttr::TupleReply(_) | CtAttr::NatSrc(_) | CtAttr::NatDst(_)
+                ),
+                "{a:?} in an update"
+            );
+        }
+        let mut out = Vec::new();
+        delete_request(&e, 10, &mut out);
+        let back = one(&out);
+        assert_eq!(back.ct_type(), Some(IPCTNL_MSG_CT_DELETE));
+        assert_eq!(back.attrs, vec![CtAttr::TupleOrig(e.orig.clone())]);
     }
 
     #[test]

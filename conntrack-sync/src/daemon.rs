@@ -20,9 +20,9 @@ use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
 
-use crate::netlink::{CommitReport, CtSocket, EventKind, NlError};
+use crate::netlink::{CtSocket, EventKind, NlError};
 use crate::proto::{self, Body, Frame, FrameError, Key, NONCE_LEN, ReplayGuard, Role, Update};
-use crate::state::{Applied, Cache, Coalescer, Filter, remaining_timeout};
+use crate::state::{Applied, Cache, Coalescer, Filter, Injection};
 
 #[derive(Debug)]
 pub struct DaemonConfig {
@@ -64,6 +64,7 @@ struct Metrics {
     commit_failed: Counter,
     injected: Counter,
     inject_failed: Counter,
+    in_kernel: Gauge,
 }
 
 impl Metrics {
@@ -142,13 +143,18 @@ impl Metrics {
         );
         r.register(
             "injected",
-            "Entries written in direct-inject mode",
+            "Kernel writes (creates, updates, deletions) done by direct inject",
             self.injected.clone(),
         );
         r.register(
             "inject_failed",
             "Direct-inject writes refused",
             self.inject_failed.clone(),
+        );
+        r.register(
+            "in_kernel",
+            "Cached entries whose current state direct inject has written into the kernel",
+            self.in_kernel.clone(),
         );
         r
     }
@@ -194,11 +200,20 @@ struct Shared {
     last_resync_unix: AtomicI64,
     last_commit: Mutex<Option<serde_json::Value>>,
     sent_at: Mutex<std::collections::VecDeque<(u64, Instant)>>,
-    inject: Option<std::sync::mpsc::SyncSender<Vec<Update>>>,
+    /// Rings the direct-inject thread (capacity 1: a ring while one is pending is enough,
+    /// the thread takes everything owed).
+    inject: Option<std::sync::mpsc::SyncSender<()>>,
+    inject_errors: Mutex<std::collections::BTreeMap<i32, u64>>,
     m: Metrics,
 }
 
 impl Shared {
+    fn ring_inject(&self) {
+        if let Some(tx) = &self.inject {
+            let _ = tx.try_send(());
+        }
+    }
+
     fn now_ms(&self) -> u64 {
         self.start.elapsed().as_millis() as u64
     }
@@ -257,7 +272,7 @@ pub async fn run(
     let events = CtSocket::events(cfg.rcvbuf)?;
 
     let (inject, inject_rx) = if cfg.direct_inject {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Update>>(1024);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
         (Some(tx), Some(rx))
     } else {
         (None, None)
@@ -267,7 +282,7 @@ pub async fn run(
         active: AtomicBool::new(cfg.role == Role::Active),
         role: role_tx,
         start: Instant::now(),
-        cache: Mutex::new(Cache::new(cfg.cache_max)),
+        cache: Mutex::new(Cache::with_inject(cfg.cache_max, cfg.direct_inject)),
         pending: Mutex::new(Coalescer::default()),
         wake: Notify::new(),
         need_resync: AtomicBool::new(false),
@@ -276,6 +291,7 @@ pub async fn run(
         last_commit: Mutex::new(None),
         sent_at: Mutex::new(Default::default()),
         inject,
+        inject_errors: Mutex::new(Default::default()),
         m: Metrics::default(),
         cfg,
     });
@@ -377,37 +393,89 @@ fn event_thread(mut sock: CtSocket, sh: Arc<Shared>) {
     }
 }
 
-fn inject_thread(rx: std::sync::mpsc::Receiver<Vec<Update>>, sh: Arc<Shared>) {
+/// Writes owed per wake-up before the cache lock is taken again.
+const INJECT_TAKE: usize = 4096;
+
+/// Direct inject: writes what the cache owes the kernel (coalesced: one write per entry
+/// however many updates it had since) and records what the kernel acknowledged, so that
+/// a promotion commit writes only the rest. Runs while standby only.
+fn inject_thread(rx: std::sync::mpsc::Receiver<()>, sh: Arc<Shared>) {
     let mut sock = match CtSocket::open() {
         Ok(s) => s,
         Err(e) => {
-            warn!(error = %e, "direct inject disabled: cannot open ctnetlink");
+            warn!(error = %e, "direct inject disabled: cannot open ctnetlink; promotion will commit the whole cache");
             return;
         }
     };
-    while let Ok(batch) = rx.recv() {
-        let ups: Vec<_> = batch
-            .iter()
-            .filter_map(|u| match u {
-                Update::Upsert(e) => Some((e, e.timeout.max(1))),
-                Update::Delete(_) => None,
-            })
-            .collect();
-        match sock.commit(ups, sh.cfg.batch) {
-            Ok(r) => {
-                sh.m.injected.inc_by(r.committed);
-                sh.m.inject_failed.inc_by(r.failed);
+    while rx.recv().is_ok() {
+        loop {
+            if sh.active.load(Ordering::Relaxed) {
+                break;
             }
-            Err(e) => warn!(error = %e, "direct inject failed"),
-        }
-        for u in &batch {
-            if let Update::Delete(e) = u
-                && sock.delete(e).is_err()
-            {
-                sh.m.inject_failed.inc();
+            let now = sh.now_ms();
+            let items = sh
+                .cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take_injections(INJECT_TAKE, now);
+            if items.is_empty() {
+                break;
+            }
+            match sock.inject(&items, sh.cfg.batch) {
+                Ok(results) => {
+                    record_writes(&sh, &items, &results, now, false);
+                }
+                Err(e) => {
+                    // The entries stay un-acknowledged: the promotion commit writes them.
+                    sh.m.inject_failed.inc_by(items.len() as u64);
+                    warn!(error = %e, "direct inject failed");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
             }
         }
     }
+}
+
+/// Records the kernel's answers to writes made at `now`; returns (written, removed, failed).
+fn record_writes(
+    sh: &Shared,
+    items: &[Injection],
+    results: &[i32],
+    now: u64,
+    commit: bool,
+) -> (u64, u64, u64) {
+    let (mut written, mut removed, mut failed) = (0, 0, 0);
+    {
+        let mut c = sh.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let mut errs = sh.inject_errors.lock().unwrap_or_else(|e| e.into_inner());
+        for (it, &r) in items.iter().zip(results) {
+            match (it, r) {
+                (
+                    Injection::Write {
+                        entry,
+                        timeout,
+                        version,
+                    },
+                    0,
+                ) => {
+                    c.injected(&entry.key(), *version, *timeout, now);
+                    written += 1;
+                }
+                (Injection::Remove(_), 0) => removed += 1,
+                (_, errno) => {
+                    failed += 1;
+                    if !commit {
+                        *errs.entry(errno).or_default() += 1;
+                    }
+                }
+            }
+        }
+    }
+    if !commit {
+        sh.m.injected.inc_by(written + removed);
+        sh.m.inject_failed.inc_by(failed);
+    }
+    (written, removed, failed)
 }
 
 async fn write_frame(
@@ -756,9 +824,6 @@ async fn receive(stream: TcpStream, sh: &Arc<Shared>) -> Result<(), String> {
         match f.body {
             Body::Batch(items) => {
                 sh.m.updates_received.inc_by(items.len() as u64);
-                if let Some(tx) = &sh.inject {
-                    let _ = tx.send(items.clone());
-                }
                 let mut c = sh.cache.lock().unwrap_or_else(|e| e.into_inner());
                 for u in items {
                     if c.apply(u, now) == Applied::Full {
@@ -766,6 +831,8 @@ async fn receive(stream: TcpStream, sh: &Arc<Shared>) -> Result<(), String> {
                     }
                 }
                 sh.m.cache_entries.set(c.len() as i64);
+                drop(c);
+                sh.ring_inject();
             }
             Body::ResyncBegin => {
                 sh.cache
@@ -777,6 +844,8 @@ async fn receive(stream: TcpStream, sh: &Arc<Shared>) -> Result<(), String> {
                 let mut c = sh.cache.lock().unwrap_or_else(|e| e.into_inner());
                 c.end_resync();
                 sh.m.cache_entries.set(c.len() as i64);
+                drop(c);
+                sh.ring_inject();
                 sh.m.resyncs.inc();
                 sh.last_resync_unix.store(unix_now(), Ordering::Relaxed);
             }
@@ -794,38 +863,58 @@ async fn receive(stream: TcpStream, sh: &Arc<Shared>) -> Result<(), String> {
     }
 }
 
-/// Commits the cache into the kernel; blocking until done.
-async fn commit(sh: &Arc<Shared>) -> Result<serde_json::Value, String> {
+/// Commits the cache into the kernel; blocking until done. With direct inject only what
+/// the kernel lacks (never written, an older version, or near expiry) is written, unless
+/// `full`.
+async fn commit(sh: &Arc<Shared>, full: bool) -> Result<serde_json::Value, String> {
+    let started = Instant::now();
     let now = sh.now_ms();
-    let entries: Vec<_> = {
-        let c = sh.cache.lock().unwrap_or_else(|e| e.into_inner());
-        c.entries()
-            .map(|e| (e.entry.clone(), remaining_timeout(e, now)))
-            .collect()
+    let (items, cached) = {
+        let mut c = sh.cache.lock().unwrap_or_else(|e| e.into_inner());
+        (c.commit_set(now, full), c.len())
     };
     let batch = sh.cfg.batch;
-    let started = Instant::now();
-    let report: CommitReport = tokio::task::spawn_blocking(move || {
-        CtSocket::open()?.commit(entries.iter().map(|(e, t)| (e, *t)), batch)
+    let (items, results) = tokio::task::spawn_blocking(move || {
+        let r = CtSocket::open()?.inject(&items, batch);
+        r.map(|r| (items, r))
     })
     .await
     .map_err(|e| e.to_string())?
     .map_err(|e| e.to_string())?;
+    let (written, removed, failed) = record_writes(sh, &items, &results, now, true);
+    let mut errors = std::collections::BTreeMap::<i32, u64>::new();
+    for &r in results.iter().filter(|&&r| r != 0) {
+        *errors.entry(r).or_default() += 1;
+    }
     let ms = started.elapsed().as_secs_f64() * 1000.0;
+    let attempted = items.len() as u64;
     sh.m.commit_ms.set(ms as i64);
-    sh.m.committed.inc_by(report.committed);
-    sh.m.commit_failed.inc_by(report.failed);
+    sh.m.committed.inc_by(written + removed);
+    sh.m.commit_failed.inc_by(failed);
+    let mode = if sh.cfg.direct_inject && !full {
+        "delta"
+    } else {
+        "full"
+    };
     let v = json!({
-        "attempted": report.attempted,
-        "committed": report.committed,
-        "failed": report.failed,
-        "errors": report.errors,
+        "mode": mode,
+        "entries_cached": cached,
+        "attempted": attempted,
+        "committed": written + removed,
+        "written": written,
+        "removed": removed,
+        "already_in_kernel": (cached as u64).saturating_sub(written + failed),
+        "failed": failed,
+        "errors": errors,
         "duration_ms": ms,
         "at_unix": unix_now(),
     });
     info!(
-        committed = report.committed,
-        failed = report.failed,
+        mode,
+        cached,
+        written,
+        removed,
+        failed,
         duration_ms = ms,
         "commit done"
     );
@@ -846,6 +935,16 @@ fn status(sh: &Shared) -> serde_json::Value {
         "pending": sh.pending.lock().unwrap_or_else(|e| e.into_inner()).len(),
         "replication_lag_ms": sh.m.lag_ms.get(),
         "direct_inject": sh.cfg.direct_inject,
+        "inject": sh.cfg.direct_inject.then(|| {
+            let c = sh.cache.lock().unwrap_or_else(|e| e.into_inner());
+            json!({
+                "in_kernel": c.in_kernel(),
+                "owed": c.owed(),
+                "written": sh.m.injected.get(),
+                "failed": sh.m.inject_failed.get(),
+                "errors": *sh.inject_errors.lock().unwrap_or_else(|e| e.into_inner()),
+            })
+        }),
         "messages": {
             "sent": sh.m.frames_sent.get(),
             "updates_sent": sh.m.updates_sent.get(),
@@ -859,8 +958,6 @@ fn status(sh: &Shared) -> serde_json::Value {
         "resyncs": sh.m.resyncs.get(),
         "last_resync_unix": (last > 0).then_some(last),
         "last_commit": *sh.last_commit.lock().unwrap_or_else(|e| e.into_inner()),
-        "injected": sh.m.injected.get(),
-        "inject_failed": sh.m.inject_failed.get(),
     })
 }
 
@@ -891,7 +988,7 @@ async fn handle(sh: &Arc<Shared>, req: igw_core::control::Request) -> igw_core::
     use igw_core::control::Response;
     match req.cmd.as_str() {
         "status" => Response::ok(status(sh)),
-        "commit" => match commit(sh).await {
+        "commit" => match commit(sh, req.args["full"].as_bool().unwrap_or(false)).await {
             Ok(v) => Response::ok(v),
             Err(e) => Response::err(format!("commit failed: {e}")),
         },
@@ -935,8 +1032,11 @@ async fn serve_metrics(l: TcpListener, sh: Arc<Shared>) {
                     break;
                 }
             }
-            let n = sh.cache.lock().unwrap_or_else(|e| e.into_inner()).len();
-            sh.m.cache_entries.set(n as i64);
+            {
+                let c = sh.cache.lock().unwrap_or_else(|e| e.into_inner());
+                sh.m.cache_entries.set(c.len() as i64);
+                sh.m.in_kernel.set(c.in_kernel() as i64);
+            }
             let mut body = String::new();
             let _ = encode(&mut body, &registry);
             let head = format!(

@@ -11,6 +11,7 @@ use crate::ct::{
     self, CtEntry, CtMessage, IPCTNL_MSG_CT_DELETE, IPCTNL_MSG_CT_NEW, NLM_F_CREATE, NLM_F_EXCL,
     NLMSG_DONE, NLMSG_ERROR,
 };
+use crate::state::Injection;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NlError {
@@ -256,34 +257,77 @@ impl CtSocket {
         Ok(())
     }
 
-    /// Deletes one entry by its original tuple (direct-inject mode).
+    /// Deletes one entry by its original tuple.
     pub fn delete(&mut self, e: &CtEntry) -> Result<(), NlError> {
         self.seq = self.seq.wrapping_add(1);
-        let mut attrs = vec![ct::CtAttr::TupleOrig(e.orig.clone())];
-        if e.zone != 0 {
-            attrs.push(ct::CtAttr::Zone(e.zone));
-        }
         let mut out = Vec::new();
-        CtMessage::request(
-            IPCTNL_MSG_CT_DELETE,
-            ct::NLM_F_ACK,
-            self.seq,
-            e.orig.family(),
-            attrs,
-        )
-        .emit(&mut out);
-        self.sock.send(&out, 0)?;
-        loop {
+        ct::delete_request(e, self.seq, &mut out);
+        match self.exchange(&out, 1)?.first() {
+            Some(&(_, 0)) | None => Ok(()),
+            Some(&(_, c)) => Err(NlError::Kernel(c)),
+        }
+    }
+
+    /// Sends a datagram of `n` acked requests; returns (seq, errno) of each answer.
+    fn exchange(&mut self, out: &[u8], n: usize) -> Result<Vec<(u32, i32)>, NlError> {
+        self.sock.send(out, 0)?;
+        let mut got = Vec::with_capacity(n);
+        while got.len() < n {
             self.recv()?;
             for (h, body) in ct::split_messages(&self.buf)? {
                 if h.kind == NLMSG_ERROR {
-                    return match ct::error_code(body)? {
-                        0 => Ok(()),
-                        c => Err(NlError::Kernel(-c)),
-                    };
+                    got.push((h.seq, -ct::error_code(body)?));
                 }
             }
         }
+        Ok(got)
+    }
+
+    /// Direct inject: writes each item into the kernel, `batch` requests per datagram. A
+    /// write creates the entry with its NAT binding; when the kernel has it already
+    /// (EEXIST, or EOPNOTSUPP: NAT cannot change on an existing entry) it is sent again
+    /// as an update of its state. Returns the per-item outcome (0 or errno), in order; a
+    /// deletion of an entry the kernel does not hold (ENOENT) counts as done.
+    pub fn inject(&mut self, items: &[Injection], batch: usize) -> Result<Vec<i32>, NlError> {
+        let batch = batch.max(1);
+        let mut result = vec![0i32; items.len()];
+        for (chunk_no, chunk) in items.chunks(batch).enumerate() {
+            let base = chunk_no * batch;
+            let mut out = Vec::with_capacity(chunk.len() * 256);
+            let mut index = std::collections::HashMap::with_capacity(chunk.len());
+            for (i, it) in chunk.iter().enumerate() {
+                self.seq = self.seq.wrapping_add(1);
+                index.insert(self.seq, base + i);
+                match it {
+                    Injection::Write { entry, timeout, .. } => {
+                        ct::create_request(entry, self.seq, *timeout, &mut out)
+                    }
+                    Injection::Remove(entry) => ct::delete_request(entry, self.seq, &mut out),
+                }
+            }
+            let mut again = Vec::new();
+            let mut index2 = std::collections::HashMap::new();
+            for (seq, errno) in self.exchange(&out, chunk.len())? {
+                let Some(&i) = index.get(&seq) else { continue };
+                match (&items[i], errno) {
+                    (Injection::Write { entry, timeout, .. }, libc::EEXIST | libc::EOPNOTSUPP) => {
+                        self.seq = self.seq.wrapping_add(1);
+                        index2.insert(self.seq, i);
+                        ct::update_request(entry, self.seq, *timeout, &mut again);
+                    }
+                    (Injection::Remove(_), libc::ENOENT) => result[i] = 0,
+                    (_, e) => result[i] = e,
+                }
+            }
+            if !index2.is_empty() {
+                for (seq, errno) in self.exchange(&again, index2.len())? {
+                    if let Some(&i) = index2.get(&seq) {
+                        result[i] = errno;
+                    }
+                }
+            }
+        }
+        Ok(result)
     }
 }
 

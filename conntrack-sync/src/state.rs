@@ -77,6 +77,12 @@ pub struct Cached {
     /// from there.
     pub at_ms: u64,
     generation: u32,
+    /// Bumped by every upsert of the entry: tells a kernel copy of an older state apart.
+    version: u32,
+    /// Direct inject: the version written into this node's kernel, and when that copy
+    /// expires there (ms on the caller's clock; the standby sees no packet of the flow, so
+    /// nothing refreshes it).
+    kernel: Option<(u32, u64)>,
 }
 
 /// Outcome of applying an update to the cache.
@@ -91,22 +97,71 @@ pub enum Applied {
     Full,
 }
 
+/// A write into the kernel that direct inject owes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Injection {
+    /// Create the entry (or update it when the kernel has it already) with `timeout`;
+    /// acknowledge with [`Cache::injected`] and `version`.
+    Write {
+        entry: CtEntry,
+        timeout: u32,
+        version: u32,
+    },
+    /// Delete the entry (gone from the active, or dropped by a resync).
+    Remove(CtEntry),
+}
+
+impl Injection {
+    pub fn key(&self) -> CtKey {
+        match self {
+            Injection::Write { entry, .. } | Injection::Remove(entry) => entry.key(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owed {
+    Write,
+    Remove,
+}
+
 /// The standby's copy of the active's table, bounded by `max` entries.
+///
+/// With direct inject on, the cache also tracks which entries this node's kernel holds
+/// (and in which version), and queues the writes still owed ([`Cache::take_injections`]).
+/// A promotion commit then needs only [`Cache::commit_set`]: entries never written, written
+/// in an older version, or whose kernel copy has expired. When inject keeps up, that set is
+/// empty and promotion commits nothing.
 #[derive(Debug)]
 pub struct Cache {
     map: HashMap<CtKey, Cached>,
     max: usize,
     generation: u32,
     resyncing: bool,
+    inject: bool,
+    owed: HashMap<CtKey, Owed>,
+    /// Entries removed from the map whose deletion is still owed to the kernel.
+    removed: HashMap<CtKey, CtEntry>,
 }
+
+/// A kernel copy this close to expiry is written again by a commit.
+pub const EXPIRY_MARGIN_MS: u64 = 2_000;
 
 impl Cache {
     pub fn new(max: usize) -> Self {
+        Self::with_inject(max, false)
+    }
+
+    /// A cache that tracks direct inject into this node's kernel.
+    pub fn with_inject(max: usize, inject: bool) -> Self {
         Cache {
             map: HashMap::new(),
             max,
             generation: 0,
             resyncing: false,
+            inject,
+            owed: HashMap::new(),
+            removed: HashMap::new(),
         }
     }
 
@@ -118,27 +173,65 @@ impl Cache {
         self.map.is_empty()
     }
 
+    /// Writes owed to the kernel (direct inject).
+    pub fn owed(&self) -> usize {
+        self.owed.len()
+    }
+
+    /// Entries whose kernel copy is the current version (direct inject).
+    pub fn in_kernel(&self) -> usize {
+        self.map
+            .values()
+            .filter(|c| matches!(c.kernel, Some((v, _)) if v == c.version))
+            .count()
+    }
+
+    fn owe_remove(&mut self, key: CtKey, entry: CtEntry) {
+        if self.inject {
+            self.owed.insert(key.clone(), Owed::Remove);
+            self.removed.insert(key, entry);
+        }
+    }
+
     pub fn apply(&mut self, u: Update, now_ms: u64) -> Applied {
         match u {
             Update::Delete(e) => match self.map.remove(&e.key()) {
-                Some(_) => Applied::Deleted,
+                Some(c) => {
+                    // Owed even if no write was acknowledged yet: one may be in flight.
+                    self.owe_remove(e.key(), c.entry);
+                    Applied::Deleted
+                }
                 None => Applied::Absent,
             },
             Update::Upsert(e) => {
                 let key = e.key();
-                let c = Cached {
-                    entry: e,
-                    at_ms: now_ms,
-                    generation: self.generation,
-                };
                 if let Some(slot) = self.map.get_mut(&key) {
-                    *slot = c;
+                    slot.entry = e;
+                    slot.at_ms = now_ms;
+                    slot.generation = self.generation;
+                    slot.version = slot.version.wrapping_add(1);
+                    if self.inject {
+                        self.owed.insert(key, Owed::Write);
+                    }
                     return Applied::Updated;
                 }
                 if self.map.len() >= self.max {
                     return Applied::Full;
                 }
-                self.map.insert(key, c);
+                if self.inject {
+                    self.owed.insert(key.clone(), Owed::Write);
+                    self.removed.remove(&key);
+                }
+                self.map.insert(
+                    key,
+                    Cached {
+                        entry: e,
+                        at_ms: now_ms,
+                        generation: self.generation,
+                        version: 0,
+                        kernel: None,
+                    },
+                );
                 Applied::Inserted
             }
         }
@@ -157,17 +250,89 @@ impl Cache {
         }
         self.resyncing = false;
         let g = self.generation;
-        let before = self.map.len();
-        self.map.retain(|_, c| c.generation == g);
-        before - self.map.len()
+        let stale: Vec<CtKey> = self
+            .map
+            .iter()
+            .filter(|(_, c)| c.generation != g)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &stale {
+            if let Some(c) = self.map.remove(k) {
+                self.owe_remove(k.clone(), c.entry);
+            }
+        }
+        stale.len()
     }
 
     pub fn entries(&self) -> impl Iterator<Item = &Cached> {
         self.map.values()
     }
 
+    /// Takes up to `max` owed kernel writes (direct inject); a later change of an entry
+    /// replaces an earlier owed one, so a burst of updates costs one write per entry.
+    pub fn take_injections(&mut self, max: usize, now_ms: u64) -> Vec<Injection> {
+        let keys: Vec<CtKey> = self.owed.keys().take(max).cloned().collect();
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            match self.owed.remove(&k) {
+                Some(Owed::Write) => {
+                    if let Some(c) = self.map.get(&k) {
+                        out.push(Injection::Write {
+                            entry: c.entry.clone(),
+                            timeout: remaining_timeout(c, now_ms),
+                            version: c.version,
+                        });
+                    }
+                }
+                Some(Owed::Remove) => {
+                    if let Some(e) = self.removed.remove(&k) {
+                        out.push(Injection::Remove(e));
+                    }
+                }
+                None => {}
+            }
+        }
+        out
+    }
+
+    /// The kernel acknowledged a write of `version` with `timeout` (seconds) at `now_ms`.
+    /// An acknowledgement of a version older than the cached one changes nothing.
+    pub fn injected(&mut self, key: &CtKey, version: u32, timeout: u32, now_ms: u64) {
+        if let Some(c) = self.map.get_mut(key)
+            && c.version == version
+        {
+            c.kernel = Some((version, now_ms + u64::from(timeout) * 1000));
+        }
+    }
+
+    /// What a commit must write at `now_ms`: without direct inject (or with `full`) every
+    /// entry; with it, only entries the kernel lacks in their current version, or holds
+    /// but close to expiry. Owed writes are dropped (the commit covers them); owed deletions are
+    /// returned too. Acknowledge the writes with [`Cache::injected`].
+    pub fn commit_set(&mut self, now_ms: u64, full: bool) -> Vec<Injection> {
+        let fresh = |c: &Cached| match c.kernel {
+            Some((v, expires)) => v == c.version && expires > now_ms + EXPIRY_MARGIN_MS,
+            None => false,
+        };
+        let mut out: Vec<Injection> = self
+            .map
+            .values()
+            .filter(|c| full || !self.inject || !fresh(c))
+            .map(|c| Injection::Write {
+                entry: c.entry.clone(),
+                timeout: remaining_timeout(c, now_ms),
+                version: c.version,
+            })
+            .collect();
+        self.owed.clear();
+        out.extend(self.removed.drain().map(|(_, e)| Injection::Remove(e)));
+        out
+    }
+
     pub fn clear(&mut self) {
         self.map.clear();
+        self.owed.clear();
+        self.removed.clear();
     }
 
     /// Memory of one cached entry, excluding heap parts of optional fields (labels, raw
@@ -309,5 +474,118 @@ mod tests {
         assert_eq!(remaining_timeout(&cached, 10_000), 20);
         assert_eq!(remaining_timeout(&cached, 100_000), 1);
         assert!(Cache::bytes_per_entry() > 0);
+    }
+
+    fn key_of(i: &Injection) -> (CtKey, bool) {
+        (i.key(), matches!(i, Injection::Write { .. }))
+    }
+
+    #[test]
+    fn inject_tracks_the_kernel_copy() {
+        let a = entry("198.18.1.10", 1, 0);
+        let b = entry("198.18.1.10", 2, 0);
+        let mut c = Cache::with_inject(10, true);
+        c.apply(Update::Upsert(a.clone()), 0);
+        c.apply(Update::Upsert(b.clone()), 0);
+        // Two writes owed; nothing in the kernel yet, so a commit would write both.
+        assert_eq!(c.owed(), 2);
+        let mut writes = c.take_injections(10, 0);
+        writes.sort_by_key(|w| w.key());
+        assert_eq!(writes.len(), 2);
+        assert_eq!(c.owed(), 0);
+        for w in &writes {
+            if let Injection::Write {
+                entry,
+                timeout,
+                version,
+            } = w
+            {
+                assert_eq!((*timeout, *version), (30, 0));
+                c.injected(&entry.key(), *version, *timeout, 0);
+            }
+        }
+        assert_eq!(c.in_kernel(), 2);
+        // Kernel up to date: the promotion commit is empty.
+        assert!(c.commit_set(1_000, false).is_empty());
+        assert_eq!(c.commit_set(1_000, true).len(), 2, "full writes everything");
+
+        // An update while its older write is in flight: the stale ack changes nothing,
+        // the entry is owed again and is part of a commit.
+        let mut a2 = a.clone();
+        a2.status = status::SRC_NAT;
+        c.apply(Update::Upsert(a2.clone()), 2_000);
+        c.injected(&a.key(), 0, 30, 2_000);
+        assert_eq!(c.in_kernel(), 1);
+        let set = c.commit_set(2_000, false);
+        assert_eq!(set.len(), 1);
+        assert_eq!(
+            set[0],
+            Injection::Write {
+                entry: a2.clone(),
+                timeout: 30,
+                version: 1
+            }
+        );
+        assert_eq!(c.owed(), 0, "a commit covers the owed writes");
+        c.injected(&a.key(), 1, 30, 2_000);
+
+        // Kernel copies near their expiry are written again (b expires at 30 s).
+        let set = c.commit_set(29_000, false);
+        assert_eq!(
+            set.iter().map(key_of).collect::<Vec<_>>(),
+            vec![(b.key(), true)]
+        );
+
+        // A delete is owed to the kernel; a delete of an entry never seen is not.
+        c.apply(Update::Delete(a.clone()), 3_000);
+        c.apply(Update::Delete(entry("198.18.1.10", 9, 0)), 3_000);
+        assert_eq!(c.take_injections(10, 3_000), vec![Injection::Remove(a2)]);
+        // Upsert then delete before the write was taken: only the delete goes.
+        let d = entry("198.18.1.10", 4, 0);
+        c.apply(Update::Upsert(d.clone()), 3_000);
+        c.apply(Update::Delete(d.clone()), 3_000);
+        assert_eq!(
+            c.take_injections(10, 3_000)
+                .iter()
+                .map(key_of)
+                .collect::<Vec<_>>(),
+            vec![(d.key(), false)]
+        );
+    }
+
+    #[test]
+    fn inject_resync_removes_stale_from_the_kernel() {
+        let mut c = Cache::with_inject(10, true);
+        c.apply(Update::Upsert(entry("198.18.1.10", 1, 0)), 0);
+        c.apply(Update::Upsert(entry("198.18.1.10", 2, 0)), 0);
+        c.take_injections(10, 0);
+        c.begin_resync();
+        c.apply(Update::Upsert(entry("198.18.1.10", 2, 0)), 0);
+        assert_eq!(c.end_resync(), 1);
+        let mut got: Vec<_> = c.take_injections(10, 0).iter().map(key_of).collect();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                (entry("198.18.1.10", 1, 0).key(), false),
+                (entry("198.18.1.10", 2, 0).key(), true)
+            ]
+        );
+    }
+
+    #[test]
+    fn without_inject_commit_is_everything_and_nothing_is_owed() {
+        let mut c = Cache::new(10);
+        c.apply(Update::Upsert(entry("198.18.1.10", 1, 0)), 0);
+        c.apply(Update::Delete(entry("198.18.1.10", 1, 0)), 0);
+        c.apply(Update::Upsert(entry("198.18.1.10", 2, 0)), 0);
+        assert_eq!(c.owed(), 0);
+        assert!(c.take_injections(10, 0).is_empty());
+        assert_eq!(c.commit_set(0, false).len(), 1);
+        assert_eq!(
+            c.commit_set(0, false).len(),
+            1,
+            "commit does not consume the cache"
+        );
     }
 }

@@ -57,7 +57,30 @@ pub struct MaintenanceArgs {
     reason = "sched_setscheduler(2) has no safe wrapper in std or nix"
 )]
 fn realtime(prio: u8) {
+    // What the service manager may already have set (the image's unit sets SCHED_RR with
+    // CPUSchedulingPolicy=, and forbids the daemon to set it itself with RestrictRealtime=).
+    // SAFETY: plain syscalls on this thread; sched_param is initialised and outlives them.
+    let (policy, current) = unsafe {
+        let mut p = libc::sched_param { sched_priority: 0 };
+        let policy = libc::sched_getscheduler(0) & !libc::SCHED_RESET_ON_FORK;
+        libc::sched_getparam(0, &mut p);
+        (policy, p.sched_priority)
+    };
+    let is_rt = policy == libc::SCHED_RR || policy == libc::SCHED_FIFO;
     if prio == 0 {
+        if is_rt {
+            let param = libc::sched_param { sched_priority: 0 };
+            // SAFETY: as above; lowering to SCHED_OTHER needs no privilege.
+            unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) };
+            tracing::info!("realtime_priority = 0: arbiter runs as a normal process");
+        }
+        return;
+    }
+    if is_rt && current == i32::from(prio) {
+        tracing::info!(
+            priority = prio,
+            "arbiter runs with real-time priority (set by the service manager)"
+        );
         return;
     }
     let param = libc::sched_param {
@@ -74,8 +97,9 @@ fn realtime(prio: u8) {
     } else {
         tracing::warn!(
             priority = prio,
+            already = is_rt.then_some(current),
             error = %std::io::Error::last_os_error(),
-            "cannot set real-time priority (needs CAP_SYS_NICE); heartbeats may be delayed under CPU load"
+            "cannot set real-time priority (needs CAP_SYS_NICE, or CPUSchedulingPolicy=rr in the unit); heartbeats may be delayed under CPU load"
         );
     }
 }

@@ -25,10 +25,14 @@ pub struct SyncArgs {
     /// Bound of the standby cache, in entries.
     #[arg(long, default_value_t = 2_000_000)]
     pub cache_max: usize,
-    /// Write every received entry into this node's kernel table at once, instead of
-    /// keeping it in the cache until `commit` (see conntrack-sync/README.md).
-    #[arg(long)]
+    /// Write every received entry into this node's kernel table at once, so that a
+    /// promotion commits only what is not there yet (the default, from node.toml's
+    /// `[conntrack] direct_inject`; see conntrack-sync/README.md).
+    #[arg(long, conflicts_with = "no_direct_inject")]
     pub direct_inject: bool,
+    /// Keep received entries in the cache only, until `commit` writes them all.
+    #[arg(long)]
+    pub no_direct_inject: bool,
     /// Replicate only entries whose original source is a tenant subnet of the policy;
     /// by default entries with SNAT status are replicated too.
     #[arg(long)]
@@ -59,8 +63,13 @@ pub enum Cmd {
         json: bool,
     },
     /// Commit the standby cache into this node's kernel (batched CT_NEW with the NAT
-    /// bindings); waits until done and prints counts and duration.
-    Commit,
+    /// bindings); waits until done and prints counts and duration. With direct inject
+    /// only the entries the kernel does not hold in their latest state are written.
+    Commit {
+        /// Write every cached entry, whatever direct inject has written already.
+        #[arg(long)]
+        full: bool,
+    },
     /// Set the daemon's role (normally the arbiter's job).
     SetRole {
         #[arg(value_parser = ["active", "standby"])]
@@ -98,12 +107,16 @@ pub fn run(g: &Global, a: &Args) -> Result<(), CliError> {
                 print_status(&d);
             }
         }
-        Cmd::Commit => {
-            let d = call(g, &Request::new("commit"), Duration::from_secs(600))?;
+        Cmd::Commit { full } => {
+            let req = Request::with_args("commit", serde_json::json!({ "full": full }));
+            let d = call(g, &req, Duration::from_secs(600))?;
             println!(
-                "committed {} of {} entries ({} failed) in {:.1} ms",
-                d["committed"],
-                d["attempted"],
+                "{} commit: wrote {} and removed {} of {} cached entries ({} already in the kernel, {} failed) in {:.1} ms",
+                d["mode"].as_str().unwrap_or("?"),
+                d["written"],
+                d["removed"],
+                d["entries_cached"],
+                d["already_in_kernel"],
                 d["failed"],
                 d["duration_ms"].as_f64().unwrap_or(0.0)
             );
@@ -138,6 +151,15 @@ fn print_status(d: &serde_json::Value) {
         d["entries_cached"], d["cache_max"]
     );
     println!("replication lag: {} ms", d["replication_lag_ms"]);
+    let i = &d["inject"];
+    if i.is_object() {
+        println!(
+            "direct inject:   {} in the kernel, {} owed, {} writes, {} failed {}",
+            i["in_kernel"], i["owed"], i["written"], i["failed"], i["errors"]
+        );
+    } else {
+        println!("direct inject:   off (promotion commits the whole cache)");
+    }
     println!(
         "messages:        sent {} ({} updates), received {} ({} updates), retransmitted {}, coalesced {}",
         m["sent"],
@@ -246,7 +268,13 @@ pub fn run_daemon(g: &Global, a: &SyncArgs) -> Result<(), CliError> {
         control_socket: Daemon::ConntrackSync.socket(&node.control.run_dir),
         metrics,
         cache_max: a.cache_max,
-        direct_inject: a.direct_inject,
+        direct_inject: if a.direct_inject {
+            true
+        } else if a.no_direct_inject {
+            false
+        } else {
+            node.conntrack.direct_inject
+        },
         batch: a.batch.max(1),
         rcvbuf: a.rcvbuf_mib << 20,
     };

@@ -196,6 +196,95 @@ impl Drop for Client {
     }
 }
 
+/// With direct inject, B's kernel follows A's table before any failure: the NAT bindings
+/// are there, an update on A (a new mark, which the kernel takes only as an update of the
+/// existing entry) and a create then delete on A reach it.
+fn check_direct_inject(
+    a: &Netns,
+    b: &Netns,
+    node_b: &Path,
+    on_a: &BTreeMap<String, (String, String)>,
+    want: usize,
+) {
+    let st = wait_for(Duration::from_secs(20), || {
+        status(node_b).filter(|v| v["inject"]["in_kernel"].as_u64() >= Some(want as u64))
+    })
+    .unwrap_or_else(|| panic!("B's kernel never held {want} entries: {:?}", status(node_b)));
+    assert_eq!(st["inject"]["failed"], 0, "inject failures: {st}");
+    assert_eq!(&nat_bindings(b), on_a, "B's kernel has other NAT bindings");
+
+    let marked = |ns: &Netns| {
+        ns.stdout(&["conntrack", "-L", "-p", "tcp", "--dport", "5000", "-m", "7"])
+            .lines()
+            .filter(|l| l.contains("src=198.18.1.10"))
+            .count()
+    };
+    a.exec(&[
+        "conntrack",
+        "-U",
+        "-p",
+        "tcp",
+        "--dport",
+        "5000",
+        "-s",
+        "198.18.1.10",
+        "-m",
+        "7",
+    ]);
+    assert_eq!(marked(a), TCP_FLOWS, "conntrack -U on A");
+    wait_for(Duration::from_secs(10), || {
+        (marked(b) == TCP_FLOWS).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the new mark never reached B's kernel ({} of {TCP_FLOWS}): {:?}",
+            marked(b),
+            status(node_b)
+        )
+    });
+    assert_eq!(&nat_bindings(b), on_a, "an update changed B's NAT bindings");
+
+    let extra = [
+        "-p",
+        "udp",
+        "-s",
+        "198.18.1.77",
+        "-d",
+        SERVER,
+        "--sport",
+        "999",
+        "--dport",
+        "53",
+    ];
+    let present = |ns: &Netns| {
+        ns.stdout(&["conntrack", "-L", "-s", "198.18.1.77"])
+            .contains("sport=999")
+    };
+    let mut create = vec!["conntrack", "-I"];
+    create.extend(extra);
+    create.extend([
+        "-r",
+        SERVER,
+        "-q",
+        "198.18.1.77",
+        "--reply-port-src",
+        "53",
+        "--reply-port-dst",
+        "999",
+        "-t",
+        "120",
+    ]);
+    a.exec(&create);
+    wait_for(Duration::from_secs(10), || present(b).then_some(()))
+        .unwrap_or_else(|| panic!("an entry created on A never reached B's kernel"));
+    a.exec(&["conntrack", "-D", "-s", "198.18.1.77"]);
+    wait_for(Duration::from_secs(10), || (!present(b)).then_some(()))
+        .unwrap_or_else(|| panic!("an entry deleted on A stayed in B's kernel"));
+    let st = status(node_b).unwrap();
+    assert_eq!(st["inject"]["failed"], 0, "inject failures: {st}");
+    eprintln!("direct inject on B: {}", st["inject"]);
+}
+
 fn node_toml(dir: &Path, name: &str, peer: &str, me: &str, peer_addr: &str, run: &Path) -> PathBuf {
     let text = format!(
         r#"
@@ -306,11 +395,28 @@ fn forged_frames() -> Vec<u8> {
     b
 }
 
+/// Cache mode (`--no-direct-inject`): B holds A's entries in its cache only, and the
+/// promotion commit writes them all.
 #[test]
 fn conntrack_flows_survive_failover() {
     if std::env::var("IGW_CT_HELPER").is_ok() {
         return;
     }
+    scenario(false);
+}
+
+/// Direct inject (the default): B's kernel holds A's entries, NAT bindings included,
+/// before any failure; an update (mark) and a create/delete on A reach B's kernel; the
+/// promotion commit writes (almost) nothing; the flows survive just the same.
+#[test]
+fn conntrack_direct_inject_survives_failover() {
+    if std::env::var("IGW_CT_HELPER").is_ok() {
+        return;
+    }
+    scenario(true);
+}
+
+fn scenario(inject: bool) {
     require_root(&["ip", "nft", "conntrack", "sysctl", "bash"]);
     let dir = TempDir::new("ctsync");
     std::fs::write(
@@ -384,6 +490,11 @@ fn conntrack_flows_survive_failover() {
                 "conntrack-sync",
                 "--role",
                 role,
+                if inject {
+                    "--direct-inject"
+                } else {
+                    "--no-direct-inject"
+                },
             ],
             Some(&dir.join(log)),
         )
@@ -471,6 +582,16 @@ fn conntrack_flows_survive_failover() {
         "forged frame changed B's cache"
     );
 
+    if inject {
+        check_direct_inject(&a, &b, &node_b, &on_a, want);
+    } else {
+        assert_eq!(st["inject"], serde_json::Value::Null, "{st}");
+        assert!(
+            nat_bindings(&b).is_empty(),
+            "cache mode wrote into B's kernel"
+        );
+    }
+
     // A is cut off; B commits and the routes move to B.
     for l in ["at", "as", "ay"] {
         a.ip(&["link", "del", l]);
@@ -489,10 +610,20 @@ fn conntrack_flows_survive_failover() {
     );
     let st = status(&node_b).unwrap();
     assert_eq!(st["last_commit"]["failed"], 0, "commit had failures: {st}");
-    assert!(
-        st["last_commit"]["committed"].as_u64() >= Some(want as u64),
-        "{st}"
-    );
+    let c = &st["last_commit"];
+    eprintln!("commit: {commit}");
+    if inject {
+        // Only what B's kernel did not hold yet is written: nothing, unless an entry
+        // changed in the last instants before the cut.
+        assert_eq!(c["mode"], "delta", "{st}");
+        assert!(
+            c["already_in_kernel"].as_u64() >= Some(TCP_FLOWS as u64),
+            "direct inject left the flows to the commit: {st}"
+        );
+    } else {
+        assert_eq!(c["mode"], "full", "{st}");
+        assert!(c["written"].as_u64() >= Some(want as u64), "{st}");
+    }
     let role = Command::new(IGW)
         .args(["--node"])
         .arg(&node_b)

@@ -277,14 +277,27 @@ pub struct Conntrack {
     /// `net.netfilter.nf_conntrack_max`.
     #[serde(default = "default_ct_max")]
     pub max_entries: u32,
+    /// The standby writes each replicated entry into its own kernel table as it arrives
+    /// (and tracks what the kernel holds), so a promotion commits only what is not there
+    /// yet instead of the whole cache: the commit leaves the failover's critical path.
+    /// Costs the standby kernel entries (counted against `max_entries`) and CPU while the
+    /// active's table churns. `false` keeps entries in the daemon's cache until promotion
+    /// (the conntrackd way). See conntrack-sync/README.md.
+    #[serde(default = "default_true")]
+    pub direct_inject: bool,
 }
 
 impl Default for Conntrack {
     fn default() -> Self {
         Self {
             max_entries: default_ct_max(),
+            direct_inject: true,
         }
     }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_ct_max() -> u32 {
