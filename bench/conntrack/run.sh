@@ -32,12 +32,20 @@ FILL=${FILL:-$CARGO_TARGET_DIR/release/examples/ct_fill}
 A=igwbcta$$; B=igwbctb$$
 WORK=$(mktemp -d /tmp/igwbct.XXXXXX)
 PIDS=()
+CT_MAX0=$(sysctl -n net.netfilter.nf_conntrack_max)
 cleanup() {
+  sysctl -qw net.netfilter.nf_conntrack_max="$CT_MAX0" 2>/dev/null || true
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   ip netns del "$A" 2>/dev/null || true; ip netns del "$B" 2>/dev/null || true
   [ -n "${KEEP:-}" ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
+# The table limit is global (set here in the initial namespace): A's N entries and B's copy
+# must fit. Restored on exit.
+MAXN=0; for n in "${SIZES[@]}" "${CHURN_LIVE:-50000}"; do [ "$n" -gt "$MAXN" ] && MAXN=$n; done
+if [ $((2 * MAXN + 65536)) -gt "$CT_MAX0" ]; then
+  sysctl -qw net.netfilter.nf_conntrack_max=$((2 * MAXN + 65536))
+fi
 ip netns add "$A"; ip netns add "$B"
 for n in "$A" "$B"; do ip -n "$n" link set lo up; done
 ip -n "$A" link add ay type veth peer name by netns "$B"
@@ -128,7 +136,7 @@ wait_count() {
     [ "$got" -ge "$WANT" ] && { echo "$got"; return 0; }
     sleep 0.05
   done
-  echo "TIMEOUT($got)" >&2; return 1
+  echo "$got (short of $WANT after 60 s)"; return 1
 }
 # igw's standby polled over its control socket by one long-lived poller (no process start
 # per poll, which costs more than conntrackd's `-s` under load); prints the count reached.
@@ -146,7 +154,7 @@ while time.time() < end:
     if got >= want:
         break
     time.sleep(0.05)
-print(got)
+print(got if got >= want else f"{got} (short of {want} after 60 s)", "%.6f" % time.time())
 PY
 }
 igw_cached() {
@@ -156,6 +164,8 @@ ctd_cached() {
   ip netns exec "$B" conntrackd -C "$WORK/ctd-b/conntrackd.conf" -s 2>/dev/null | awk '/cache external/ { f = 1 } f && !done && /current active connections/ { print $NF; done = 1 }'
 }
 kernel_count() { ip netns exec "$1" conntrack -C; }
+# The generator's entries only (tcp to port 5000), not the sync link's own connection.
+gen_count() { ip netns exec "$1" conntrack -L -p tcp --dport 5000 2>/dev/null | wc -l; }
 flush() { for n in "$A" "$B"; do ip netns exec "$n" conntrack -F 2>/dev/null || true; done; }
 
 # Polls "$@" every 50 ms until it prints exactly $WANT; bounded by $2 s... (see wait_eq).
@@ -203,8 +213,11 @@ for N in "${SIZES[@]}"; do
     flush
     start_igw "$mode"
     rss0=$(rss_mib "$PB"); ca0=$(cpu_s "$PA"); cb0=$(cpu_s "$PB")
+    # The poller starts before the fill (its own start-up is not counted) and stamps the
+    # moment B's cache reached N.
+    igw_wait_cached >"$WORK/poll" & PP=$!
     t0=$(now); fill=$(ip netns exec "$A" "$FILL" "$N"); t1=$(now)
-    got=$(igw_wait_cached); t2=$(now)
+    wait "$PP"; t2=$(awk '{print $NF}' "$WORK/poll"); got=$(awk '{$NF=""; print}' "$WORK/poll")
     inkernel=""
     if [ "$mode" = inject ]; then
       WANT=$N wait_count kernel_count "$B" >/dev/null || true; t3=$(now)
@@ -230,8 +243,9 @@ for N in "${SIZES[@]}"; do
   flush
   start_ctd
   rss0=$(rss_mib "$PB"); ca0=$(cpu_s "$PA"); cb0=$(cpu_s "$PB")
+  { got=$(wait_count ctd_cached) || true; echo "$got $(now)"; } >"$WORK/poll" & PP=$!
   t0=$(now); fill=$(ip netns exec "$A" "$FILL" "$N"); t1=$(now)
-  got=$(wait_count ctd_cached) || true; t2=$(now)
+  wait "$PP"; t2=$(awk '{print $NF}' "$WORK/poll"); got=$(awk '{$NF=""; print}' "$WORK/poll")
   ca=$(awk -v a="$ca0" -v b="$(cpu_s "$PA")" 'BEGIN{printf "%.2f", b-a}')
   cb=$(awk -v a="$cb0" -v b="$(cpu_s "$PB")" 'BEGIN{printf "%.2f", b-a}')
   rss1=$(rss_mib "$PB")
@@ -259,7 +273,7 @@ for who in inject cache conntrackd; do
   out=$(ip netns exec "$A" timeout $((CHURN_SECS + 120)) "$FILL" churn "$CHURN_LIVE" "$CHURN_SECS")
   t1=$(now)
   events=$(awk '{ print $3 + $5 }' <<<"$out")
-  in_a=$(kernel_count "$A")
+  in_a=$(gen_count "$A")
   WANT=$in_a
   case $who in
     conntrackd) got=$(wait_eq 60 ctd_cached) && ok=1 || ok=0 ;;
@@ -268,7 +282,7 @@ for who in inject cache conntrackd; do
   t2=$(now)
   extra=""
   if [ "$who" = inject ]; then
-    kb=$(wait_eq 60 kernel_count "$B") || true; t3=$(now)
+    kb=$(wait_eq 60 gen_count "$B") || true; t3=$(now)
     extra="; B's kernel $kb entries $(secs "$t1" "$t3") s after the churn; inject: $(igw_status igw-b 'd["inject"]')"
   fi
   if [ "$who" != conntrackd ]; then

@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
 
-use crate::netlink::{CtSocket, EventKind, NlError};
+use crate::netlink::{CtSocket, EventGroups, EventKind, NlError};
 use crate::proto::{self, Body, Frame, FrameError, Key, NONCE_LEN, ReplayGuard, Role, Update};
 use crate::state::{Applied, Cache, Coalescer, Filter, Injection};
 
@@ -204,6 +204,8 @@ struct Shared {
     /// the thread takes everything owed).
     inject: Option<std::sync::mpsc::SyncSender<()>>,
     inject_errors: Mutex<std::collections::BTreeMap<i32, u64>>,
+    /// Joined while active only.
+    event_groups: EventGroups,
     m: Metrics,
 }
 
@@ -270,6 +272,10 @@ pub async fn run(
         None => None,
     };
     let events = CtSocket::events(cfg.rcvbuf)?;
+    let event_groups = events.groups();
+    if cfg.role != Role::Active {
+        event_groups.set(false).map_err(NlError::Io)?;
+    }
 
     let (inject, inject_rx) = if cfg.direct_inject {
         let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
@@ -292,6 +298,7 @@ pub async fn run(
         sent_at: Mutex::new(Default::default()),
         inject,
         inject_errors: Mutex::new(Default::default()),
+        event_groups,
         m: Metrics::default(),
         cfg,
     });
@@ -996,7 +1003,13 @@ async fn handle(sh: &Arc<Shared>, req: igw_core::control::Request) -> igw_core::
             let r = req.args.get("role").and_then(|r| r.as_str()).unwrap_or("");
             match r.parse::<Role>() {
                 Ok(role) => {
-                    sh.active.store(role == Role::Active, Ordering::Relaxed);
+                    let active = role == Role::Active;
+                    // Events first: what happens from here on is seen; what happened
+                    // before, the session's resync carries.
+                    if let Err(e) = sh.event_groups.set(active) {
+                        return Response::err(format!("conntrack event subscription: {e}"));
+                    }
+                    sh.active.store(active, Ordering::Relaxed);
                     sh.role.send_replace(role);
                     info!(role = role.as_str(), "role set");
                     Response::ok(json!({"role": role.as_str()}))

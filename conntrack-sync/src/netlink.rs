@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
+use std::sync::Arc;
 
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
 
@@ -50,7 +51,7 @@ pub struct CommitReport {
 }
 
 pub struct CtSocket {
-    sock: Socket,
+    sock: Arc<Socket>,
     seq: u32,
     buf: Vec<u8>,
 }
@@ -72,7 +73,7 @@ impl CtSocket {
         sock.set_cap_ack(true)?;
         sock.set_ext_ack(false)?;
         Ok(CtSocket {
-            sock,
+            sock: Arc::new(sock),
             seq: 1,
             buf: Vec::with_capacity(RECV_BUF),
         })
@@ -88,10 +89,15 @@ impl CtSocket {
         sock.bind(&SocketAddr::new(0, groups))?;
         force_rcvbuf(&sock, rcvbuf)?;
         Ok(CtSocket {
-            sock,
+            sock: Arc::new(sock),
             seq: 1,
             buf: Vec::with_capacity(RECV_BUF),
         })
+    }
+
+    /// The event groups of this socket, to leave and join again from another thread.
+    pub fn groups(&self) -> EventGroups {
+        EventGroups(self.sock.clone())
     }
 
     fn recv(&mut self) -> Result<(), NlError> {
@@ -328,6 +334,36 @@ impl CtSocket {
             }
         }
         Ok(result)
+    }
+}
+
+/// Membership of an event socket in the NEW/UPDATE/DESTROY groups. A standby has no use for
+/// its own table's events (the active resyncs a peer at every session start), and with
+/// no member in a group the kernel does not even build the event messages: direct inject
+/// then costs the standby its CT_NEW writes only, not one event per write as well.
+#[derive(Clone)]
+pub struct EventGroups(Arc<Socket>);
+
+impl EventGroups {
+    pub fn set(&self, on: bool) -> io::Result<()> {
+        for g in [
+            ct::NFNLGRP_CONNTRACK_NEW,
+            ct::NFNLGRP_CONNTRACK_UPDATE,
+            ct::NFNLGRP_CONNTRACK_DESTROY,
+        ] {
+            if on {
+                self.0.add_membership(g)?;
+            } else {
+                self.0.drop_membership(g)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for EventGroups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventGroups")
     }
 }
 
