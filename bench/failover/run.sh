@@ -134,6 +134,25 @@ load_entries() { # NODE COUNT
   ip netns exec "$P-$1" python3 "$HERE/ct_fill.py" "$2"
 }
 
+# The standby holds the loaded entries (igw: in its cache and, with direct inject, its
+# kernel; stock: conntrackd's external cache), so a run measures the failover of a pair in
+# steady state, not one still replicating. Bounded; prints how long it took.
+replicated() { # SIDE STANDBY COUNT
+  local end=$((SECONDS + 180)) got=0
+  while [ $SECONDS -lt $end ]; do
+    if [ "$1" = igw ]; then
+      got=$("$IGW" --node "$STATE/$P/$2/node.toml" conntrack status --json 2> /dev/null |
+        python3 -c 'import json,sys; d=json.load(sys.stdin); i=d.get("inject"); print(min(d["entries_cached"], i["in_kernel"]) if i else d["entries_cached"])' 2> /dev/null || echo 0)
+    else
+      got=$(ip netns exec "$P-$2" conntrackd -C "$(stock_dir "$2")/conntrackd.conf" -s 2> /dev/null |
+        awk '/cache external/ { f = 1 } f && !done && /current active connections/ { print $NF; done = 1 }')
+    fi
+    [ "${got:-0}" -ge "$3" ] && return 0
+    sleep 0.5
+  done
+  echo "bench: $1: the standby $2 holds only $got of $3 entries after 180 s" >&2
+}
+
 # --- sides -------------------------------------------------------------------------------
 side_up() { # SIDE
   "$IGW" lab up --prefix "$P" --state-dir "$STATE" > "$STATE/$P-up.log" 2>&1 || {
@@ -188,6 +207,7 @@ one_run() { # SIDE SCENARIO N
     # Loading (and replicating) the entries takes seconds and loads the pair: who carries
     # the traffic is read again afterwards, from a steady state.
     load_entries "$act" "$CT_ENTRIES"
+    replicated "$side" "$(other "$act")" "$CT_ENTRIES"
     if ! converged 60; then
       SKIPPED[$side]=$((${SKIPPED[$side]:-0} + 1))
       return 0
