@@ -402,6 +402,9 @@ fn event_thread(mut sock: CtSocket, sh: Arc<Shared>) {
 
 /// Writes owed per wake-up before the cache lock is taken again.
 const INJECT_TAKE: usize = 4096;
+/// How often the inject thread gathers near-expiry kernel copies, and how far ahead.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+const SWEEP_HORIZON_MS: u64 = 15_000;
 
 /// Direct inject: writes what the cache owes the kernel (coalesced: one write per entry
 /// however many updates it had since) and records what the kernel acknowledged, so that
@@ -414,7 +417,24 @@ fn inject_thread(rx: std::sync::mpsc::Receiver<()>, sh: Arc<Shared>) {
             return;
         }
     };
-    while rx.recv().is_ok() {
+    let mut last_sweep: Option<Instant> = None;
+    loop {
+        match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+        // Near-expiry kernel copies gathered ahead of a commit (one pass over the cache,
+        // ~25 ms at 1M entries, every SWEEP_EVERY), so the commit itself needs none.
+        if !sh.active.load(Ordering::Relaxed)
+            && last_sweep.is_none_or(|t| t.elapsed() >= SWEEP_EVERY)
+        {
+            let now = sh.now_ms();
+            sh.cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .sweep(now, SWEEP_HORIZON_MS);
+            last_sweep = Some(Instant::now());
+        }
         loop {
             if sh.active.load(Ordering::Relaxed) {
                 break;
