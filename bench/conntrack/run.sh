@@ -186,23 +186,24 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else pr
 
 start_igw() { # inject|cache
   local flag=--no-direct-inject; [ "$1" = inject ] && flag=--direct-inject
-  ip netns exec "$B" "$IGW" --node "$WORK/igw-b.toml" --policy "$WORK/policy.toml" conntrack-sync --role standby $flag >"$WORK/igw-b.log" 2>&1 &
+  $PIN_B ip netns exec "$B" "$IGW" --node "$WORK/igw-b.toml" --policy "$WORK/policy.toml" conntrack-sync --role standby $flag >"$WORK/igw-b.log" 2>&1 &
   PB=$!; PIDS+=("$PB")
-  ip netns exec "$A" "$IGW" --node "$WORK/igw-a.toml" --policy "$WORK/policy.toml" conntrack-sync --role active $flag >"$WORK/igw-a.log" 2>&1 &
+  $PIN_A ip netns exec "$A" "$IGW" --node "$WORK/igw-a.toml" --policy "$WORK/policy.toml" conntrack-sync --role active $flag >"$WORK/igw-a.log" 2>&1 &
   PA=$!; PIDS+=("$PA")
   WANT=1 wait_count bash -c "'$IGW' --node '$WORK/igw-a.toml' conntrack status --json | grep -c '\"peer_connected\": true'" >/dev/null
 }
 start_ctd() {
   rm -f "$WORK"/ctd-*/lock "$WORK"/ctd-*/ctl
-  ip netns exec "$B" conntrackd -C "$WORK/ctd-b/conntrackd.conf" >/dev/null 2>&1 &
+  $PIN_B ip netns exec "$B" conntrackd -C "$WORK/ctd-b/conntrackd.conf" >/dev/null 2>&1 &
   PB=$!; PIDS+=("$PB")
-  ip netns exec "$A" conntrackd -C "$WORK/ctd-a/conntrackd.conf" >/dev/null 2>&1 &
+  $PIN_A ip netns exec "$A" conntrackd -C "$WORK/ctd-a/conntrackd.conf" >/dev/null 2>&1 &
   PA=$!; PIDS+=("$PA")
   WANT=1 wait_count bash -c "ip netns exec $B conntrackd -C $WORK/ctd-b/conntrackd.conf -s >/dev/null && echo 1" >/dev/null
   sleep 1
 }
 stop_pair() { kill "$PA" "$PB"; wait "$PA" "$PB" 2>/dev/null || true; }
 
+PIN_A=""; PIN_B=""
 ROWS=()
 row() { ROWS+=("$1"); echo "$1"; }
 for N in "${SIZES[@]}"; do
@@ -262,6 +263,9 @@ done
 
 # --- churn -----------------------------------------------------------------------------
 CHURN_LIVE=${CHURN_LIVE:-50000}; CHURN_SECS=${CHURN_SECS:-10}
+# As on two machines: A's daemon and the generator on CPU 0, B's daemon (and the kernel
+# work of its writes, done in its own system calls) on CPU 1.
+PIN_A="taskset -c 0"; PIN_B="taskset -c 1"
 CROWS=()
 crow() { CROWS+=("$1"); echo "$1"; }
 declare -A CRATE=()
@@ -270,7 +274,7 @@ for who in inject cache conntrackd; do
   if [ "$who" = conntrackd ]; then start_ctd; else start_igw "$who"; fi
   ca0=$(cpu_s "$PA"); cb0=$(cpu_s "$PB")
   t0=$(now)
-  out=$(ip netns exec "$A" timeout $((CHURN_SECS + 120)) "$FILL" churn "$CHURN_LIVE" "$CHURN_SECS")
+  out=$($PIN_A ip netns exec "$A" timeout $((CHURN_SECS + 120)) "$FILL" churn "$CHURN_LIVE" "$CHURN_SECS")
   t1=$(now)
   events=$(awk '{ print $3 + $5 }' <<<"$out")
   in_a=$(gen_count "$A")
@@ -323,7 +327,8 @@ crow "| ratio igw/conntrackd | | | | direct inject $(ratio "${CRATE[inject]}" "$
   echo "256 new ones, batch after batch, for $CHURN_SECS s (each replacement is a DESTROY and a NEW event)."
   echo "Events: creates + deletes. Until equal: from the start of the churn to B's cache"
   echo "holding exactly A's table (igw: entries_cached; conntrackd: external cache), polled"
-  echo "every 50 ms; rate = events / that time. Both daemons and the generator share the 2 cores."
+  echo "every 50 ms; rate = events / that time. Pinned as on two machines: the generator and A's daemon"
+  echo "on CPU 0, B's daemon on CPU 1 (the sizes above run unpinned)."
   echo
   echo "| daemon | generator | events | until equal | replicated | B vs A at the end | CPU, notes |"
   echo "| --- | --- | --- | --- | --- | --- | --- |"
