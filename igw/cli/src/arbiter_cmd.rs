@@ -358,14 +358,24 @@ fn print_status(
         Err(e) => println!("BFD sessions: unavailable ({e})"),
     }
     match ct {
-        Ok(c) => println!(
-            "conntrack-sync: {}, peer {} connected={}, {} entries cached, lag {} ms",
-            s(&c["role"]),
-            s(&c["peer"]),
-            c["peer_connected"],
-            c["entries_cached"],
-            c["replication_lag_ms"]
-        ),
+        Ok(c) => {
+            let inject = if c["inject"].is_object() {
+                format!(
+                    ", direct inject: {} in this kernel, {} owed",
+                    c["inject"]["in_kernel"], c["inject"]["owed"]
+                )
+            } else {
+                String::new()
+            };
+            println!(
+                "conntrack-sync: {}, peer {} connected={}, {} entries cached, lag {} ms{inject}",
+                s(&c["role"]),
+                s(&c["peer"]),
+                c["peer_connected"],
+                c["entries_cached"],
+                c["replication_lag_ms"]
+            )
+        }
         Err(e) => println!("conntrack-sync: NOT RUNNING ({e})"),
     }
 }
