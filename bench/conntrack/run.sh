@@ -42,7 +42,7 @@ cleanup() {
 trap cleanup EXIT
 # The table limit is global (set here in the initial namespace): A's N entries and B's copy
 # must fit. Restored on exit.
-MAXN=0; for n in "${SIZES[@]}" "${CHURN_LIVE:-50000}"; do [ "$n" -gt "$MAXN" ] && MAXN=$n; done
+MAXN=0; for n in "${SIZES[@]}" "${CHURN_LIVE:-50000}" "${RESYNC_N:-500000}"; do [ "$n" -gt "$MAXN" ] && MAXN=$n; done
 if [ $((2 * MAXN + 65536)) -gt "$CT_MAX0" ]; then
   sysctl -qw net.netfilter.nf_conntrack_max=$((2 * MAXN + 65536))
 fi
@@ -304,6 +304,52 @@ for who in inject cache conntrackd; do
 done
 crow "| ratio igw/conntrackd | | | | direct inject $(ratio "${CRATE[inject]}" "${CRATE[conntrackd]}"), cache mode $(ratio "${CRATE[cache]}" "${CRATE[conntrackd]}") | | |"
 
+# --- bulk transfer: the daemons alone, no generator ---------------------------------------
+# A's table is filled first (RESYNC_N entries, default 500000); then the whole table is
+# sent to B: igw's session-start resync (A's daemon started after B's), conntrackd's bulk
+# send (`conntrackd -B` on A, after both started). Time from the start (of A's daemon, or
+# of `-B`) until B's cache holds RESYNC_N. Pinned as above.
+RESYNC_N=${RESYNC_N:-500000}
+RROWS=()
+declare -A RRATE=()
+for who in cache conntrackd; do
+  flush
+  ip netns exec "$A" "$FILL" "$RESYNC_N" >/dev/null
+  WANT=$RESYNC_N
+  if [ "$who" = conntrackd ]; then
+    rm -f "$WORK"/ctd-*/lock "$WORK"/ctd-*/ctl
+    $PIN_B ip netns exec "$B" conntrackd -C "$WORK/ctd-b/conntrackd.conf" >/dev/null 2>&1 &
+    PB=$!; PIDS+=("$PB")
+    $PIN_A ip netns exec "$A" conntrackd -C "$WORK/ctd-a/conntrackd.conf" >/dev/null 2>&1 &
+    PA=$!; PIDS+=("$PA")
+    # A's daemon dumps its kernel table into its internal cache at start.
+    WANT=$RESYNC_N wait_count bash -c "ip netns exec $A conntrackd -C $WORK/ctd-a/conntrackd.conf -s 2>/dev/null | awk '/cache internal/ { f = 1 } f && !d && /current active connections/ { print \$NF; d = 1 }'" >/dev/null || true
+    before=$(ctd_cached)
+    { got=$(wait_count ctd_cached) || true; echo "$got $(now)"; } >"$WORK/poll" & PP=$!
+    t0=$(now)
+    ip netns exec "$A" conntrackd -C "$WORK/ctd-a/conntrackd.conf" -B >/dev/null 2>&1 || true
+  else
+    $PIN_B ip netns exec "$B" "$IGW" --node "$WORK/igw-b.toml" --policy "$WORK/policy.toml" conntrack-sync --role standby --no-direct-inject >"$WORK/igw-b.log" 2>&1 &
+    PB=$!; PIDS+=("$PB")
+    WANT=1 wait_count bash -c "test -S '$WORK/run-igw-b/conntrack-sync.sock' && echo 1" >/dev/null
+    before=0
+    igw_wait_cached >"$WORK/poll" & PP=$!
+    t0=$(now)
+    $PIN_A ip netns exec "$A" "$IGW" --node "$WORK/igw-a.toml" --policy "$WORK/policy.toml" conntrack-sync --role active --no-direct-inject >"$WORK/igw-a.log" 2>&1 &
+    PA=$!; PIDS+=("$PA")
+  fi
+  wait "$PP"; t2=$(awk '{print $NF}' "$WORK/poll"); got=$(awk '{$NF=""; print}' "$WORK/poll")
+  ca=$(cpu_s "$PA"); cb=$(cpu_s "$PB")
+  stop_pair
+  took=$(secs "$t0" "$t2")
+  rate=$(awk -v n="$RESYNC_N" -v s="$took" 'BEGIN{printf "%.0f", n/s}')
+  RRATE[$who]=$rate
+  label="igw conntrack-sync (resync at session start)"; [ "$who" = conntrackd ] && label="conntrackd FTFW (\`-B\` bulk send)"
+  RROWS+=("| $label | $RESYNC_N | $before | $took s | $rate/s | $got | A $ca s, B $cb s (whole run of each daemon) |")
+  echo "${RROWS[-1]}"
+done
+RROWS+=("| ratio igw/conntrackd | | | | $(ratio "${RRATE[cache]}" "${RRATE[conntrackd]}") | | |")
+
 {
   echo "# conntrack-sync vs conntrackd (FTFW) — results"
   echo
@@ -333,6 +379,17 @@ crow "| ratio igw/conntrackd | | | | direct inject $(ratio "${CRATE[inject]}" "$
   echo "| daemon | generator | events | until equal | replicated | B vs A at the end | CPU, notes |"
   echo "| --- | --- | --- | --- | --- | --- | --- |"
   printf '%s\n' "${CROWS[@]}"
+  echo
+  echo "## Bulk transfer of a whole table (the daemons alone)"
+  echo
+  echo "A's table holds $RESYNC_N entries before the transfer; no generator runs. igw: B's daemon up, then A's"
+  echo "daemon starts and sends its session-start resync (dump, frames, acks); conntrackd: both up, A's"
+  echo "internal cache filled from its start-up dump, then \`conntrackd -B\` on A. Until: B's cache holds them"
+  echo "all (polled every 50 ms). Pinned as above."
+  echo
+  echo "| daemon | entries | in B's cache before | until all in B | replicated | B's cache at the end | CPU |"
+  echo "| --- | --- | --- | --- | --- | --- | --- |"
+  printf '%s\n' "${RROWS[@]}"
 } >bench/conntrack/RESULTS.md.new
 mv bench/conntrack/RESULTS.md.new bench/conntrack/RESULTS.md
 echo "written bench/conntrack/RESULTS.md"
