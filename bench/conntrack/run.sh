@@ -128,15 +128,28 @@ now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 cpu_s() { awk '{ printf "%.2f", ($14 + $15) / 100 }' "/proc/$1/stat"; }
 rss_mib() { awk '/VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
-# Polls "$@" (prints a number) every 50 ms until it reaches $WANT; bounded by 60 s.
-wait_count() {
-  local until=$(( $(date +%s) + 60 )) got=0
+# Polls "$@" (prints a number) every 50 ms until it compares to $WANT with OP (-ge, -eq);
+# bounded by SECS; prints the last number, fails if never.
+poll_num() { # OP SECS cmd...
+  local op=$1 secs=$2; shift 2
+  local until=$(( $(date +%s) + secs )) got=0
   while [ "$(date +%s)" -lt "$until" ]; do
     got=$({ "$@" 2>/dev/null || true; } | head -n1); got=${got//[^0-9]/}; got=${got:-0}
-    [ "$got" -ge "$WANT" ] && { echo "$got"; return 0; }
+    [ "$got" "$op" "$WANT" ] && { echo "$got"; return 0; }
     sleep 0.05
   done
+  echo "$got"; return 1
+}
+# Until "$@" reaches $WANT; bounded by 60 s.
+wait_count() {
+  local got
+  got=$(poll_num -ge 60 "$@") && { echo "$got"; return 0; }
   echo "$got (short of $WANT after 60 s)"; return 1
+}
+# Until "$@" prints exactly $WANT; bounded by SECS.
+wait_eq() { # SECS cmd...
+  local secs=$1; shift
+  poll_num -eq "$secs" "$@"
 }
 # igw's standby polled over its control socket by one long-lived poller (no process start
 # per poll, which costs more than conntrackd's `-s` under load); prints the count reached.
@@ -168,17 +181,6 @@ kernel_count() { ip netns exec "$1" conntrack -C; }
 gen_count() { ip netns exec "$1" conntrack -L -p tcp --dport 5000 2>/dev/null | wc -l; }
 flush() { for n in "$A" "$B"; do ip netns exec "$n" conntrack -F 2>/dev/null || true; done; }
 
-# Polls "$@" every 50 ms until it prints exactly $WANT; bounded by $2 s... (see wait_eq).
-wait_eq() { # seconds cmd... ; prints the last value, fails if never equal
-  local secs=$1; shift
-  local until=$(( $(date +%s) + secs )) got=0
-  while [ "$(date +%s)" -lt "$until" ]; do
-    got=$({ "$@" 2>/dev/null || true; } | head -n1); got=${got//[^0-9]/}; got=${got:-0}
-    [ "$got" -eq "$WANT" ] && { echo "$got"; return 0; }
-    sleep 0.05
-  done
-  echo "$got"; return 1
-}
 igw_status() { # node field-expression
   "$IGW" --node "$WORK/$1.toml" conntrack status --json | python3 -c "import json,sys; d=json.load(sys.stdin); print($2)"
 }

@@ -18,7 +18,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use igw_conntrack_sync::ct::{CtEntry, ProtoInfo, TcpInfo, Tuple};
-use igw_conntrack_sync::netlink::CtSocket;
+use igw_conntrack_sync::netlink::{CtSocket, errno_counts};
 use igw_conntrack_sync::state::Injection;
 
 fn tuple(src: IpAddr, dst: IpAddr, sp: u16, dp: u16) -> Tuple {
@@ -144,17 +144,21 @@ fn main() {
         s.parse().expect("pool address")
     });
     let batch: usize = args.next().map_or(256, |s| s.parse().expect("batch"));
-    let entries: Vec<CtEntry> = (0..count).map(|i| entry(i, pool)).collect();
+    let items: Vec<Injection> = (0..count)
+        .map(|i| Injection::Write {
+            entry: entry(i, pool),
+            timeout: 3600,
+            version: 0,
+        })
+        .collect();
     let started = Instant::now();
     let mut s = CtSocket::open().expect("ctnetlink");
-    let r = s
-        .commit(entries.iter().map(|e| (e, 3600)), batch)
-        .expect("commit");
+    let results = s.inject(&items, batch).expect("ctnetlink");
+    let errors = errno_counts(&results);
+    let failed: u64 = errors.values().sum();
     println!(
-        "created {} failed {} in {:.3} errors {:?}",
-        r.committed,
-        r.failed,
+        "created {} failed {failed} in {:.3} errors {errors:?}",
+        results.len() as u64 - failed,
         started.elapsed().as_secs_f64(),
-        r.errors
     );
 }

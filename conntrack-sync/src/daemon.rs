@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
 
-use crate::netlink::{CtSocket, EventGroups, EventKind, NlError};
+use crate::netlink::{CtSocket, EventGroups, EventKind, NlError, errno_counts};
 use crate::proto::{self, Body, Frame, FrameError, Key, NONCE_LEN, ReplayGuard, Role, Update};
 use crate::state::{Applied, Cache, Coalescer, Filter, Injection};
 
@@ -450,7 +450,13 @@ fn inject_thread(rx: std::sync::mpsc::Receiver<()>, sh: Arc<Shared>) {
             }
             match sock.inject(&items, sh.cfg.batch) {
                 Ok(results) => {
-                    record_writes(&sh, &items, &results, now, false);
+                    let (written, removed, failed) = record_writes(&sh, &items, &results, now);
+                    sh.m.injected.inc_by(written + removed);
+                    sh.m.inject_failed.inc_by(failed);
+                    let mut errs = sh.inject_errors.lock().unwrap_or_else(|e| e.into_inner());
+                    for (errno, n) in errno_counts(&results) {
+                        *errs.entry(errno).or_default() += n;
+                    }
                 }
                 Err(e) => {
                     // The entries stay un-acknowledged: the promotion commit writes them.
@@ -463,44 +469,27 @@ fn inject_thread(rx: std::sync::mpsc::Receiver<()>, sh: Arc<Shared>) {
     }
 }
 
-/// Records the kernel's answers to writes made at `now`; returns (written, removed, failed).
-fn record_writes(
-    sh: &Shared,
-    items: &[Injection],
-    results: &[i32],
-    now: u64,
-    commit: bool,
-) -> (u64, u64, u64) {
+/// Records in the cache the writes the kernel acknowledged (made at `now`); returns
+/// (written, removed, failed).
+fn record_writes(sh: &Shared, items: &[Injection], results: &[i32], now: u64) -> (u64, u64, u64) {
     let (mut written, mut removed, mut failed) = (0, 0, 0);
-    {
-        let mut c = sh.cache.lock().unwrap_or_else(|e| e.into_inner());
-        let mut errs = sh.inject_errors.lock().unwrap_or_else(|e| e.into_inner());
-        for (it, &r) in items.iter().zip(results) {
-            match (it, r) {
-                (
-                    Injection::Write {
-                        entry,
-                        timeout,
-                        version,
-                    },
-                    0,
-                ) => {
-                    c.injected(&entry.key(), *version, *timeout, now);
-                    written += 1;
-                }
-                (Injection::Remove(_), 0) => removed += 1,
-                (_, errno) => {
-                    failed += 1;
-                    if !commit {
-                        *errs.entry(errno).or_default() += 1;
-                    }
-                }
+    let mut c = sh.cache.lock().unwrap_or_else(|e| e.into_inner());
+    for (it, &r) in items.iter().zip(results) {
+        match (it, r) {
+            (
+                Injection::Write {
+                    entry,
+                    timeout,
+                    version,
+                },
+                0,
+            ) => {
+                c.injected(&entry.key(), *version, *timeout, now);
+                written += 1;
             }
+            (Injection::Remove(_), 0) => removed += 1,
+            _ => failed += 1,
         }
-    }
-    if !commit {
-        sh.m.injected.inc_by(written + removed);
-        sh.m.inject_failed.inc_by(failed);
     }
     (written, removed, failed)
 }
@@ -908,11 +897,8 @@ async fn commit(sh: &Arc<Shared>, full: bool) -> Result<serde_json::Value, Strin
     .await
     .map_err(|e| e.to_string())?
     .map_err(|e| e.to_string())?;
-    let (written, removed, failed) = record_writes(sh, &items, &results, now, true);
-    let mut errors = std::collections::BTreeMap::<i32, u64>::new();
-    for &r in results.iter().filter(|&&r| r != 0) {
-        *errors.entry(r).or_default() += 1;
-    }
+    let (written, removed, failed) = record_writes(sh, &items, &results, now);
+    let errors = errno_counts(&results);
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     let attempted = items.len() as u64;
     sh.m.commit_ms.set(ms as i64);

@@ -1,7 +1,6 @@
 //! ctnetlink I/O on `netlink-sys`: dump the table, receive events, commit entries with
 //! batched CT_NEW. Blocking calls: the daemon runs them on their own threads.
 
-use std::collections::BTreeMap;
 use std::io;
 use std::sync::Arc;
 
@@ -38,16 +37,6 @@ pub enum EventKind {
 pub struct Event {
     pub kind: EventKind,
     pub entry: CtEntry,
-}
-
-/// Outcome of a commit: per-entry failures are counted by errno, never fatal.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct CommitReport {
-    pub attempted: u64,
-    pub committed: u64,
-    pub failed: u64,
-    /// errno -> count.
-    pub errors: BTreeMap<i32, u64>,
 }
 
 pub struct CtSocket {
@@ -210,70 +199,6 @@ impl CtSocket {
         Ok(())
     }
 
-    /// Creates (or updates) entries with batched CT_NEW, `batch` messages per datagram.
-    /// A refused entry is counted by errno; the rest go on.
-    pub fn commit<'a>(
-        &mut self,
-        entries: impl IntoIterator<Item = (&'a CtEntry, u32)>,
-        batch: usize,
-    ) -> Result<CommitReport, NlError> {
-        let mut report = CommitReport::default();
-        let mut out = Vec::with_capacity(batch * 256);
-        let mut pending = 0usize;
-        for (e, timeout) in entries {
-            self.seq = self.seq.wrapping_add(1);
-            ct::create_request(e, self.seq, timeout, &mut out);
-            pending += 1;
-            report.attempted += 1;
-            if pending == batch {
-                self.flush(&mut out, &mut pending, &mut report)?;
-            }
-        }
-        self.flush(&mut out, &mut pending, &mut report)?;
-        Ok(report)
-    }
-
-    fn flush(
-        &mut self,
-        out: &mut Vec<u8>,
-        pending: &mut usize,
-        report: &mut CommitReport,
-    ) -> Result<(), NlError> {
-        if *pending == 0 {
-            return Ok(());
-        }
-        self.sock.send(out, 0)?;
-        out.clear();
-        while *pending > 0 {
-            self.recv()?;
-            for (h, body) in ct::split_messages(&self.buf)? {
-                if h.kind != NLMSG_ERROR {
-                    continue;
-                }
-                *pending = pending.saturating_sub(1);
-                match ct::error_code(body)? {
-                    0 => report.committed += 1,
-                    code => {
-                        report.failed += 1;
-                        *report.errors.entry(-code).or_default() += 1;
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Deletes one entry by its original tuple.
-    pub fn delete(&mut self, e: &CtEntry) -> Result<(), NlError> {
-        self.seq = self.seq.wrapping_add(1);
-        let mut out = Vec::new();
-        ct::delete_request(e, self.seq, &mut out);
-        match self.exchange(&out, 1)?.first() {
-            Some(&(_, 0)) | None => Ok(()),
-            Some(&(_, c)) => Err(NlError::Kernel(c)),
-        }
-    }
-
     /// Sends a datagram of `n` acked requests; returns (seq, errno) of each answer.
     fn exchange(&mut self, out: &[u8], n: usize) -> Result<Vec<(u32, i32)>, NlError> {
         self.sock.send(out, 0)?;
@@ -335,6 +260,15 @@ impl CtSocket {
         }
         Ok(result)
     }
+}
+
+/// errno -> count of the refused items of an [`CtSocket::inject`] outcome.
+pub fn errno_counts(results: &[i32]) -> std::collections::BTreeMap<i32, u64> {
+    let mut m = std::collections::BTreeMap::new();
+    for &r in results.iter().filter(|&&r| r != 0) {
+        *m.entry(r).or_default() += 1;
+    }
+    m
 }
 
 /// Membership of an event socket in the NEW/UPDATE/DESTROY groups. A standby has no use for

@@ -387,15 +387,6 @@ impl Cache {
         out
     }
 
-    pub fn clear(&mut self) {
-        self.map.clear();
-        self.owed.clear();
-        self.removed.clear();
-        self.unacked.clear();
-        self.expiring.clear();
-        self.current = 0;
-    }
-
     /// Memory of one cached entry, excluding heap parts of optional fields (labels, raw
     /// unknown attributes), with the hash table's control byte and 7/8 load factor.
     pub fn bytes_per_entry() -> usize {
