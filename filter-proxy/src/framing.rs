@@ -301,6 +301,10 @@ impl<T> SniffIo<T> {
         &self.inner
     }
 
+    pub fn get_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
+
     /// Bytes the reader saw already, handed out again before the socket is read.
     pub fn replay(&mut self, prefix: bytes::Bytes) {
         self.prefix = prefix;

@@ -75,6 +75,12 @@ impl<T> IdleIo<T> {
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
         self.sleep.as_mut().poll(cx).is_ready()
     }
+
+    /// Whether the idle time has passed since the last byte; registers `cx` to be woken
+    /// when it does.
+    pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        self.expired(cx)
+    }
 }
 
 fn timed_out() -> std::io::Error {

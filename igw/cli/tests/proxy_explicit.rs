@@ -92,6 +92,51 @@ fn curl_http_and_connect_allowed_and_denied() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A parked connection still ends at the idle timeout: the proxy closes a keep-alive
+/// client that sends nothing for `--idle-timeout` seconds (parked after 500 ms, then
+/// closed by the I/O wrapper's own deadline, not kept for ever).
+#[test]
+fn parked_connection_closes_at_idle_timeout() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let plain = Origin::start();
+    let dir = tempdir("proxy-park-idle");
+    let proxy = Proxy::start(
+        &dir,
+        &policy(&[plain.port]),
+        HOSTS,
+        &["--idle-timeout", "2"],
+    );
+    let mut s = std::net::TcpStream::connect(proxy.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let get = format!(
+        "GET http://allowed.test:{0}/ HTTP/1.1\r\nHost: allowed.test:{0}\r\n\r\n",
+        plain.port
+    );
+    s.write_all(get.as_bytes()).unwrap();
+    let mut buf = [0u8; 4096];
+    let mut got = Vec::new();
+    while !String::from_utf8_lossy(&got).contains("\r\n\r\nok") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before the answer");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let answered = Instant::now();
+    // The next read sees the proxy's close (EOF or reset), not the 10 s read timeout.
+    let end = s.read(&mut buf);
+    let waited = answered.elapsed();
+    assert!(
+        matches!(end, Ok(0))
+            || matches!(&end, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "expected the proxy to close the idle connection, got {end:?} after {waited:?}"
+    );
+    assert!(
+        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(9),
+        "closed after {waited:?}, idle timeout is 2 s"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// An idle keep-alive client is parked (hyper's state freed, the socket kept) and served
 /// again on the same connection when it sends: a plain request, a pipelined pair, and a
 /// CONNECT after the pause all work, without the proxy closing the connection.

@@ -313,8 +313,13 @@ impl Matcher {
         let mut regex_rules: Vec<u32> = Vec::new();
         if need_regex && let Some(set) = &self.regex {
             let url = Self::url_for_regex(q);
-            for pi in set.matches(&url).iter() {
-                regex_rules.push(self.regex_rule[pi]);
+            // Most URLs match no pattern: `is_match` stops at the first match or at the
+            // lazy DFA's dead state and allocates nothing, while `matches` fills a
+            // per-pattern table (10k entries for 10k regexes) on every call.
+            if set.is_match(&url) {
+                for pi in set.matches(&url).iter() {
+                    regex_rules.push(self.regex_rule[pi]);
+                }
             }
             regex_rules.sort_unstable();
             regex_rules.dedup();
