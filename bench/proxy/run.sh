@@ -109,16 +109,24 @@ ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) {sub("us","",v); v/=1000} else if (
 
 declare -A R
 declare -A X
+declare -A SPREAD
+# REPS runs per cell (default 3); the cell reports the run with the median req/s, and
+# the spread of CPU per request over the runs is kept for the notes.
+REPS=${REPS:-3}
 measure() { # $1 proxy (igw|squid), $2 case, $3 object
-  local t0 t1 res
-  t0=$(cpu_ticks $PROXY_PID)
+  local t0 t1 res runs=() i
   local port=$IGW_PORT; [ "$1" = squid ] && port=$SQUID_PORT
-  res=$(run_wrk $port "http://origin.test:$ORIGIN_PORT/$3")
-  t1=$(cpu_ticks $PROXY_PID)
-  local reqs; reqs=$(echo "$res" | awk '{print $5}')
-  local us; us=$(awk -v d=$((t1-t0)) -v c=$CLK -v n="$reqs" 'BEGIN { if (n>0) printf "%.1f", d/c*1e6/n; else print "-" }')
-  R[$1,$2,$3]="$res $us"
-  echo "$1 $2 $3: $res cpu_us/req=$us" >&2
+  for i in $(seq 1 "$REPS"); do
+    t0=$(cpu_ticks $PROXY_PID)
+    res=$(run_wrk $port "http://origin.test:$ORIGIN_PORT/$3")
+    t1=$(cpu_ticks $PROXY_PID)
+    local reqs; reqs=$(echo "$res" | awk '{print $5}')
+    local us; us=$(awk -v d=$((t1-t0)) -v c=$CLK -v n="$reqs" 'BEGIN { if (n>0) printf "%.1f", d/c*1e6/n; else print "-" }')
+    runs+=("$res $us")
+    echo "$1 $2 $3 run $i: $res cpu_us/req=$us" >&2
+  done
+  R[$1,$2,$3]=$(printf '%s\n' "${runs[@]}" | sort -n -k1,1 | awk -v m=$(( (REPS + 1) / 2 )) 'NR == m')
+  SPREAD[$1,$2,$3]=$(printf '%s\n' "${runs[@]}" | awk '{ v = $7; if (NR == 1 || v < lo) lo = v; if (NR == 1 || v > hi) hi = v } END { printf "%s-%s", lo, hi }')
 }
 
 wait_port $ORIGIN_PORT
@@ -202,14 +210,14 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b>0) printf "%.2fx", a/b; else pr
   echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "- machine: $(nproc) cores, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ //'), $(uname -r)"
   echo "- igw: $("$IGW" --version), squid: $(squid -v | head -1)"
-  echo "- command: \`DUR=$DUR CONNS=$CONNS bench/proxy/run.sh\` (wrk -t1 -c$CONNS -d${DUR}s, one run per cell; proxy pinned to CPU 0 with one worker thread / squid workers 1, cache off; nginx + wrk on CPU 1)"
+  echo "- command: \`DUR=$DUR CONNS=$CONNS bench/proxy/run.sh\` (wrk -t1 -c$CONNS -d${DUR}s, $REPS runs per cell, the median by req/s shown; proxy pinned to CPU 0 with one worker thread / squid workers 1, cache off; nginx + wrk on CPU 1)"
   echo "- direct (no proxy) ceiling, 1 KiB: $DIRECT_RPS req/s"
   echo "- load average at the start / end (other builds share these 2 cores): $LOAD0 / $(cut -d' ' -f1-3 /proc/loadavg)"
   echo
-  echo "| case (1 KiB GET) | igw req/s | squid req/s | ratio | igw p50/p99 ms | squid p50/p99 ms | igw CPU us/req | squid CPU us/req | non-2xx igw/squid |"
+  echo "| case (1 KiB GET) | igw req/s | squid req/s | ratio | igw p50/p99 ms | squid p50/p99 ms | igw CPU us/req (range over $REPS runs) | squid CPU us/req (range) | non-2xx igw/squid |"
   echo "|---|---|---|---|---|---|---|---|---|"
   for c in none dom10k dom100k re1k re10k; do
-    echo "| $c | $(f igw,$c,1k 1) | $(f squid,$c,1k 1) | $(ratio "$(f igw,$c,1k 1)" "$(f squid,$c,1k 1)") | $(f igw,$c,1k 2)/$(f igw,$c,1k 3) | $(f squid,$c,1k 2)/$(f squid,$c,1k 3) | $(f igw,$c,1k 7) | $(f squid,$c,1k 7) | $(f igw,$c,1k 6)/$(f squid,$c,1k 6) |"
+    echo "| $c | $(f igw,$c,1k 1) | $(f squid,$c,1k 1) | $(ratio "$(f igw,$c,1k 1)" "$(f squid,$c,1k 1)") | $(f igw,$c,1k 2)/$(f igw,$c,1k 3) | $(f squid,$c,1k 2)/$(f squid,$c,1k 3) | $(f igw,$c,1k 7) (${SPREAD[igw,$c,1k]}) | $(f squid,$c,1k 7) (${SPREAD[squid,$c,1k]}) | $(f igw,$c,1k 6)/$(f squid,$c,1k 6) |"
   done
   echo
   echo "| 1 MiB GET | igw MB/s | squid MB/s | ratio | igw CPU us/req | squid CPU us/req |"
