@@ -475,7 +475,8 @@ struct ConnCtx {
 
 /// A keep-alive connection quiet for this long, between two requests, is parked: hyper's
 /// per-connection state and buffers (16 KiB) are freed and only the socket is kept until
-/// the client sends again. Idle keep-alive clients then cost a few hundred bytes each.
+/// the client sends again. A parked client costs its task, socket registration,
+/// connection context and I/O wrapper: 3.4 KiB of RSS each in bench/proxy (5,000 clients).
 const PARK_AFTER: Duration = Duration::from_millis(500);
 
 fn parkable(ctx: &ConnCtx, bytes: &crate::idle::Bytes) -> bool {
