@@ -8,8 +8,8 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
 
 use crate::DecodeError;
 use crate::ct::{
-    self, CtEntry, CtMessage, IPCTNL_MSG_CT_DELETE, IPCTNL_MSG_CT_NEW, NLM_F_CREATE, NLM_F_EXCL,
-    NLMSG_DONE, NLMSG_ERROR,
+    self, CtEntry, IPCTNL_MSG_CT_DELETE, IPCTNL_MSG_CT_NEW, NLM_F_CREATE, NLM_F_EXCL, NLMSG_DONE,
+    NLMSG_ERROR,
 };
 use crate::state::Injection;
 
@@ -134,6 +134,13 @@ impl CtSocket {
     /// Dumps the whole table as entries.
     pub fn dump(&mut self) -> Result<Vec<CtEntry>, NlError> {
         let mut out = Vec::new();
+        self.dump_each(|e| out.push(e))?;
+        Ok(out)
+    }
+
+    /// Dumps the whole table, handing each entry to `f` as its datagram is read: the
+    /// resync streams the dump into frames instead of holding the table first.
+    pub fn dump_each(&mut self, mut f: impl FnMut(CtEntry)) -> Result<(), NlError> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
         self.sock
@@ -142,7 +149,7 @@ impl CtSocket {
             self.recv()?;
             for (h, body) in ct::split_messages(&self.buf)? {
                 match h.kind {
-                    NLMSG_DONE => return Ok(out),
+                    NLMSG_DONE => return Ok(()),
                     NLMSG_ERROR => {
                         let code = ct::error_code(body)?;
                         if code != 0 {
@@ -150,9 +157,8 @@ impl CtSocket {
                         }
                     }
                     _ => {
-                        let m = CtMessage::parse(h, body)?;
-                        if let Some(e) = CtEntry::from_attrs(&m.attrs) {
-                            out.push(e);
+                        if let Some(e) = CtEntry::decode(nfgen_attrs(body)?)? {
+                            f(e);
                         }
                     }
                 }
@@ -183,16 +189,16 @@ impl CtSocket {
 
     fn parse_events(&mut self, out: &mut Vec<Event>) -> Result<(), NlError> {
         for (h, body) in ct::split_messages(&self.buf)? {
-            let m = CtMessage::parse(h, body)?;
-            let kind = match m.ct_type() {
-                Some(IPCTNL_MSG_CT_NEW) if h.flags & (NLM_F_CREATE | NLM_F_EXCL) != 0 => {
-                    EventKind::New
-                }
-                Some(IPCTNL_MSG_CT_NEW) => EventKind::Update,
-                Some(IPCTNL_MSG_CT_DELETE) => EventKind::Destroy,
+            if h.kind >> 8 != ct::NFNL_SUBSYS_CTNETLINK {
+                continue;
+            }
+            let kind = match (h.kind & 0xff) as u8 {
+                IPCTNL_MSG_CT_NEW if h.flags & (NLM_F_CREATE | NLM_F_EXCL) != 0 => EventKind::New,
+                IPCTNL_MSG_CT_NEW => EventKind::Update,
+                IPCTNL_MSG_CT_DELETE => EventKind::Destroy,
                 _ => continue,
             };
-            if let Some(entry) = CtEntry::from_attrs(&m.attrs) {
+            if let Some(entry) = CtEntry::decode(nfgen_attrs(body)?)? {
                 out.push(Event { kind, entry });
             }
         }
@@ -260,6 +266,11 @@ impl CtSocket {
         }
         Ok(result)
     }
+}
+
+/// The attributes of a ctnetlink message body, after its `struct nfgenmsg`.
+fn nfgen_attrs(body: &[u8]) -> Result<&[u8], DecodeError> {
+    body.get(4..).ok_or(DecodeError::Truncated("nfgenmsg"))
 }
 
 /// errno -> count of the refused items of an [`CtSocket::inject`] outcome.

@@ -11,15 +11,20 @@
 //! Each side opens with a Hello carrying a fresh random nonce; every later frame is bound to
 //! the receiver's nonce, so frames recorded from an earlier session never verify again,
 //! and within a session `seq` must grow by exactly one.
+//!
+//! Version 2 (this one): `ResyncBegin` carries the number of entries the sender expects to
+//! send (a sizing hint: the standby sizes its cache once instead of growing it by
+//! doubling). A frame of another version is refused with its own error and counter
+//! (`dropped.version`): both nodes must run the same protocol version.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::DecodeError;
-use crate::ct::{self, CtEntry};
+use crate::ct::CtEntry;
 
 pub const MAGIC: &[u8; 4] = b"IGWS";
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 pub const HEADER_LEN: usize = 4 + 1 + 1 + 2 + 8 + 8 + 4;
 pub const MAC_LEN: usize = 32;
 /// A frame body larger than this is malformed (a batch is flushed well before).
@@ -80,7 +85,11 @@ pub enum Body {
     },
     Batch(Vec<Update>),
     /// A full resync follows: entries not sent again before `ResyncEnd` are gone.
-    ResyncBegin,
+    /// `entries`: how many the sender expects to send (an upper bound read before its
+    /// dump; a hint for sizing, never trusted beyond the cache's own bound).
+    ResyncBegin {
+        entries: u64,
+    },
     ResyncEnd,
     /// The receiver applied every frame up to `seq`.
     Ack {
@@ -93,7 +102,7 @@ impl Body {
         match self {
             Body::Hello { .. } => 1,
             Body::Batch(_) => 2,
-            Body::ResyncBegin => 3,
+            Body::ResyncBegin { .. } => 3,
             Body::ResyncEnd => 4,
             Body::Ack { .. } => 5,
         }
@@ -112,6 +121,10 @@ pub struct Frame {
 pub enum FrameError {
     #[error("malformed frame: {0}")]
     Malformed(#[from] DecodeError),
+    #[error(
+        "the peer speaks sync protocol version {got}, this node version {VERSION}: run the same igw release on both nodes"
+    )]
+    Version { got: u8 },
     #[error("frame authentication failed (wrong key or altered)")]
     BadMac,
     #[error("replayed or out-of-order frame: seq {seq}, expected {expected}")]
@@ -149,14 +162,7 @@ impl Key {
 /// Encodes a frame for a receiver whose Hello nonce is `peer_nonce` (zeros for a Hello).
 pub fn encode(frame: &Frame, key: &Key, peer_nonce: &[u8; NONCE_LEN], out: &mut Vec<u8>) {
     let start = out.len();
-    out.extend_from_slice(MAGIC);
-    out.push(VERSION);
-    out.push(frame.body.kind());
-    out.extend_from_slice(&[0, 0]);
-    out.extend_from_slice(&frame.session.to_be_bytes());
-    out.extend_from_slice(&frame.seq.to_be_bytes());
-    out.extend_from_slice(&[0; 4]);
-    let body_start = out.len();
+    header(out, frame.body.kind(), frame.session, frame.seq);
     match &frame.body {
         Body::Hello { node, role, nonce } => {
             let n = node.as_bytes();
@@ -169,30 +175,65 @@ pub fn encode(frame: &Frame, key: &Key, peer_nonce: &[u8; NONCE_LEN], out: &mut 
             });
             out.extend_from_slice(nonce);
         }
-        Body::Batch(items) => {
-            out.extend_from_slice(&(items.len() as u32).to_be_bytes());
-            for u in items {
-                let (op, e) = match u {
-                    Update::Upsert(e) => (1u8, e),
-                    Update::Delete(e) => (2u8, e),
-                };
-                out.push(op);
-                let at = out.len();
-                out.extend_from_slice(&[0; 4]);
-                ct::emit_attrs(&e.attrs(), out);
-                let len = (out.len() - at - 4) as u32;
-                out[at..at + 4].copy_from_slice(&len.to_be_bytes());
-            }
-        }
-        Body::ResyncBegin | Body::ResyncEnd => {}
+        Body::Batch(items) => batch_body(items, out),
+        Body::ResyncBegin { entries } => out.extend_from_slice(&entries.to_be_bytes()),
+        Body::ResyncEnd => {}
         Body::Ack { seq } => out.extend_from_slice(&seq.to_be_bytes()),
     }
+    seal(out, start, key, peer_nonce);
+}
+
+/// Encodes a batch frame of `items` (as `encode` of a `Body::Batch`), for a sender that
+/// holds its updates in a slice of its own (the resync streams a dump this way).
+pub fn encode_batch(
+    session: u64,
+    seq: u64,
+    items: &[Update],
+    key: &Key,
+    peer_nonce: &[u8; NONCE_LEN],
+    out: &mut Vec<u8>,
+) {
+    let start = out.len();
+    header(out, 2, session, seq);
+    batch_body(items, out);
+    seal(out, start, key, peer_nonce);
+}
+
+fn header(out: &mut Vec<u8>, kind: u8, session: u64, seq: u64) {
+    out.extend_from_slice(MAGIC);
+    out.push(VERSION);
+    out.push(kind);
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(&session.to_be_bytes());
+    out.extend_from_slice(&seq.to_be_bytes());
+    out.extend_from_slice(&[0; 4]);
+}
+
+/// Fills in the body length of the frame that starts at `start` and appends its MAC.
+fn seal(out: &mut Vec<u8>, start: usize, key: &Key, peer_nonce: &[u8; NONCE_LEN]) {
+    let body_start = start + HEADER_LEN;
     let len = (out.len() - body_start) as u32;
     out[body_start - 4..body_start].copy_from_slice(&len.to_be_bytes());
     let mut m = key.mac();
     m.update(peer_nonce);
     m.update(&out[start..]);
     out.extend_from_slice(&m.finalize().into_bytes());
+}
+
+fn batch_body(items: &[Update], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(items.len() as u32).to_be_bytes());
+    for u in items {
+        let (op, e) = match u {
+            Update::Upsert(e) => (1u8, e),
+            Update::Delete(e) => (2u8, e),
+        };
+        out.push(op);
+        let at = out.len();
+        out.extend_from_slice(&[0; 4]);
+        e.emit(out);
+        let len = (out.len() - at - 4) as u32;
+        out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    }
 }
 
 /// Length of the complete frame at the start of `buf`, once its header is in; errors on a
@@ -205,7 +246,7 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, FrameError> {
         return Err(DecodeError::Missing("frame magic").into());
     }
     if buf[4] != VERSION {
-        return Err(DecodeError::Unexpected("protocol version", u16::from(buf[4])).into());
+        return Err(FrameError::Version { got: buf[4] });
     }
     let len = u32::from_be_bytes([buf[24], buf[25], buf[26], buf[27]]) as usize;
     if len > MAX_BODY {
@@ -250,7 +291,9 @@ pub fn decode(buf: &[u8], key: &Key, my_nonce: &[u8; NONCE_LEN]) -> Result<Frame
             Body::Hello { node, role, nonce }
         }
         2 => Body::Batch(decode_batch(body)?),
-        3 if body.is_empty() => Body::ResyncBegin,
+        3 => Body::ResyncBegin {
+            entries: crate::nla::be64(body)?,
+        },
         4 if body.is_empty() => Body::ResyncEnd,
         5 => Body::Ack {
             seq: crate::nla::be64(body)?,
@@ -281,8 +324,7 @@ fn decode_batch(mut b: &[u8]) -> Result<Vec<Update>, DecodeError> {
         if len > rest.len() {
             return Err(DecodeError::Truncated("batch item body"));
         }
-        let attrs = ct::parse_attrs(&rest[..len])?;
-        let e = CtEntry::from_attrs(&attrs).ok_or(DecodeError::Missing("entry tuples"))?;
+        let e = CtEntry::decode(&rest[..len])?.ok_or(DecodeError::Missing("entry tuples"))?;
         items.push(match op {
             1 => Update::Upsert(e),
             2 => Update::Delete(e),
@@ -384,7 +426,8 @@ mod tests {
                 Update::Delete(entry(40001)),
             ]),
             Body::Batch(vec![]),
-            Body::ResyncBegin,
+            Body::ResyncBegin { entries: 0 },
+            Body::ResyncBegin { entries: 500_000 },
             Body::ResyncEnd,
             Body::Ack { seq: 42 },
         ];
@@ -445,6 +488,14 @@ mod tests {
         bad[..4].copy_from_slice(MAGIC);
         bad[4] = 9;
         assert!(frame_len(&bad).is_err());
+        // A version-1 peer: refused with its own error, whatever follows.
+        bad[4] = 1;
+        assert_eq!(frame_len(&bad), Err(FrameError::Version { got: 1 }));
+        assert!(
+            FrameError::Version { got: 1 }
+                .to_string()
+                .contains("version 1, this node version 2")
+        );
         bad[4] = VERSION;
         bad[24..28].copy_from_slice(&u32::MAX.to_be_bytes());
         assert!(frame_len(&bad).is_err());

@@ -1,13 +1,21 @@
 //! Pure state of replication: the filter that picks gateway traffic, the coalescer on the
 //! sending side, and the bounded cache on the standby. No I/O; time is passed in.
 
-use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 
+use foldhash::fast::RandomState;
+use hashbrown::HashTable;
 use ipnet::IpNet;
 
-use crate::ct::{CtEntry, CtKey, status};
+use crate::ct::{CtEntry, CtKey, Tuple, status};
 use crate::proto::Update;
+
+// Every table here hashes peer-supplied tuples: foldhash, seeded at random per table (the
+// peer is authenticated, but a flood of crafted tuples must still not degrade the table),
+// several times faster than SipHash on these ~90-byte keys.
+type HashMap<K, V> = hashbrown::HashMap<K, V, RandomState>;
+type HashSet<K> = hashbrown::HashSet<K, RandomState>;
 
 /// Which entries are gateway traffic worth replicating.
 #[derive(Debug, Clone, Default)]
@@ -60,16 +68,14 @@ impl Coalescer {
         self.pending.is_empty()
     }
 
-    /// Takes up to `max` updates.
-    pub fn take(&mut self, max: usize) -> Vec<Update> {
-        if self.pending.len() <= max {
-            return self.pending.drain().map(|(_, u)| u).collect();
-        }
-        let keys: Vec<CtKey> = self.pending.keys().take(max).cloned().collect();
-        keys.iter().filter_map(|k| self.pending.remove(k)).collect()
+    /// Takes every pending update (one pass; the sender cuts them into frames).
+    pub fn take_all(&mut self) -> Vec<Update> {
+        self.pending.drain().map(|(_, u)| u).collect()
     }
 }
 
+/// One cached entry; it is also its own key in the table (the entry's zone and original
+/// tuple), so the slot holds the tuple once.
 #[derive(Debug, Clone)]
 pub struct Cached {
     pub entry: CtEntry,
@@ -137,7 +143,8 @@ enum Owed {
 /// [`Cache::sweep`], which the inject thread runs every few seconds.
 #[derive(Debug)]
 pub struct Cache {
-    map: HashMap<CtKey, Cached>,
+    map: HashTable<Cached>,
+    hasher: RandomState,
     max: usize,
     generation: u32,
     resyncing: bool,
@@ -166,15 +173,16 @@ impl Cache {
     /// A cache that tracks direct inject into this node's kernel.
     pub fn with_inject(max: usize, inject: bool) -> Self {
         Cache {
-            map: HashMap::new(),
+            map: HashTable::new(),
+            hasher: RandomState::default(),
             max,
             generation: 0,
             resyncing: false,
             inject,
-            owed: HashMap::new(),
-            removed: HashMap::new(),
-            unacked: HashSet::new(),
-            expiring: HashSet::new(),
+            owed: HashMap::default(),
+            removed: HashMap::default(),
+            unacked: HashSet::default(),
+            expiring: HashSet::default(),
             swept_until: 0,
             current: 0,
         }
@@ -186,6 +194,35 @@ impl Cache {
 
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
+    }
+
+    fn hash(hasher: &RandomState, zone: u16, orig: &Tuple) -> u64 {
+        hasher.hash_one((zone, orig))
+    }
+
+    fn find(&self, key: &CtKey) -> Option<&Cached> {
+        let h = Self::hash(&self.hasher, key.zone, &key.orig);
+        self.map.find(h, |c| is_key(c, key))
+    }
+
+    fn find_mut(&mut self, key: &CtKey) -> Option<&mut Cached> {
+        let h = Self::hash(&self.hasher, key.zone, &key.orig);
+        self.map.find_mut(h, |c| is_key(c, key))
+    }
+
+    fn remove(&mut self, key: &CtKey) -> Option<Cached> {
+        let h = Self::hash(&self.hasher, key.zone, &key.orig);
+        let e = self.map.find_entry(h, |c| is_key(c, key)).ok()?;
+        Some(e.remove().0)
+    }
+
+    /// Room for `n` entries in all (at most the bound), so that a resync of a known size
+    /// fills a table allocated once instead of doubling it ~20 times on the way.
+    pub fn reserve(&mut self, n: usize) {
+        let want = n.min(self.max).saturating_sub(self.map.len());
+        let hasher = &self.hasher;
+        self.map
+            .reserve(want, |c| Self::hash(hasher, c.entry.zone, &c.entry.orig));
     }
 
     /// Writes owed to the kernel (direct inject).
@@ -218,56 +255,69 @@ impl Cache {
 
     pub fn apply(&mut self, u: Update, now_ms: u64) -> Applied {
         match u {
-            Update::Delete(e) => match self.map.remove(&e.key()) {
-                Some(c) => {
-                    self.gone(e.key(), c);
-                    Applied::Deleted
-                }
-                None => Applied::Absent,
-            },
-            Update::Upsert(e) => {
+            Update::Delete(e) => {
                 let key = e.key();
-                if let Some(slot) = self.map.get_mut(&key) {
-                    if Self::is_current(slot) {
-                        self.current -= 1;
+                match self.remove(&key) {
+                    Some(c) => {
+                        self.gone(key, c);
+                        Applied::Deleted
                     }
-                    slot.entry = e;
-                    slot.at_ms = now_ms;
-                    slot.generation = self.generation;
-                    slot.version = slot.version.wrapping_add(1);
-                    if self.inject {
-                        self.unacked.insert(key.clone());
-                        self.owed.insert(key, Owed::Write);
-                    }
-                    return Applied::Updated;
+                    None => Applied::Absent,
                 }
-                if self.map.len() >= self.max {
-                    return Applied::Full;
-                }
-                if self.inject {
-                    self.owed.insert(key.clone(), Owed::Write);
-                    self.unacked.insert(key.clone());
-                    self.removed.remove(&key);
-                }
-                self.map.insert(
-                    key,
-                    Cached {
-                        entry: e,
-                        at_ms: now_ms,
-                        generation: self.generation,
-                        version: 0,
-                        kernel: None,
-                    },
+            }
+            Update::Upsert(e) => {
+                let h = Self::hash(&self.hasher, e.zone, &e.orig);
+                let (hasher, len) = (&self.hasher, self.map.len());
+                let slot = self.map.entry(
+                    h,
+                    |c| c.entry.zone == e.zone && c.entry.orig == e.orig,
+                    |c| Self::hash(hasher, c.entry.zone, &c.entry.orig),
                 );
-                Applied::Inserted
+                match slot {
+                    hashbrown::hash_table::Entry::Occupied(mut o) => {
+                        let slot = o.get_mut();
+                        if Self::is_current(slot) {
+                            self.current -= 1;
+                        }
+                        slot.entry = e;
+                        slot.at_ms = now_ms;
+                        slot.generation = self.generation;
+                        slot.version = slot.version.wrapping_add(1);
+                        if self.inject {
+                            let key = slot.entry.key();
+                            self.unacked.insert(key.clone());
+                            self.owed.insert(key, Owed::Write);
+                        }
+                        Applied::Updated
+                    }
+                    hashbrown::hash_table::Entry::Vacant(_) if len >= self.max => Applied::Full,
+                    hashbrown::hash_table::Entry::Vacant(v) => {
+                        let key = self.inject.then(|| e.key());
+                        v.insert(Cached {
+                            entry: e,
+                            at_ms: now_ms,
+                            generation: self.generation,
+                            version: 0,
+                            kernel: None,
+                        });
+                        if let Some(key) = key {
+                            self.owed.insert(key.clone(), Owed::Write);
+                            self.unacked.insert(key.clone());
+                            self.removed.remove(&key);
+                        }
+                        Applied::Inserted
+                    }
+                }
             }
         }
     }
 
     /// A full resync starts: entries not sent again before [`Cache::end_resync`] go.
-    pub fn begin_resync(&mut self) {
+    /// `expected`: the sender's count, to size the table once (bounded by `max`).
+    pub fn begin_resync(&mut self, expected: usize) {
         self.generation = self.generation.wrapping_add(1);
         self.resyncing = true;
+        self.reserve(expected);
     }
 
     /// Ends a resync; returns how many stale entries were removed.
@@ -277,22 +327,16 @@ impl Cache {
         }
         self.resyncing = false;
         let g = self.generation;
-        let stale: Vec<CtKey> = self
-            .map
-            .iter()
-            .filter(|(_, c)| c.generation != g)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in &stale {
-            if let Some(c) = self.map.remove(k) {
-                self.gone(k.clone(), c);
-            }
+        let stale: Vec<Cached> = self.map.extract_if(|c| c.generation != g).collect();
+        let n = stale.len();
+        for c in stale {
+            self.gone(c.entry.key(), c);
         }
-        stale.len()
+        n
     }
 
     pub fn entries(&self) -> impl Iterator<Item = &Cached> {
-        self.map.values()
+        self.map.iter()
     }
 
     /// Takes up to `max` owed kernel writes (direct inject); a later change of an entry
@@ -303,7 +347,7 @@ impl Cache {
         for k in keys {
             match self.owed.remove(&k) {
                 Some(Owed::Write) => {
-                    if let Some(c) = self.map.get(&k) {
+                    if let Some(c) = self.find(&k) {
                         out.push(Injection::Write {
                             entry: c.entry.clone(),
                             timeout: remaining_timeout(c, now_ms),
@@ -325,16 +369,18 @@ impl Cache {
     /// The kernel acknowledged a write of `version` with `timeout` (seconds) at `now_ms`.
     /// An acknowledgement of a version older than the cached one changes nothing.
     pub fn injected(&mut self, key: &CtKey, version: u32, timeout: u32, now_ms: u64) {
-        if let Some(c) = self.map.get_mut(key)
+        let swept_until = self.swept_until;
+        if let Some(c) = self.find_mut(key)
             && c.version == version
         {
-            if !Self::is_current(c) {
-                self.current += 1;
-            }
+            let was_current = Self::is_current(c);
             let expires = now_ms + u64::from(timeout) * 1000;
             c.kernel = Some((version, expires));
+            if !was_current {
+                self.current += 1;
+            }
             self.unacked.remove(key);
-            if expires < self.swept_until {
+            if expires < swept_until {
                 self.expiring.insert(key.clone());
             }
         }
@@ -345,12 +391,14 @@ impl Cache {
     /// pass over the cache. One pass; run it every few seconds (direct inject).
     pub fn sweep(&mut self, now_ms: u64, horizon_ms: u64) {
         let until = now_ms + horizon_ms;
-        self.expiring = self
-            .map
-            .iter()
-            .filter(|(_, c)| matches!(c.kernel, Some((_, e)) if e < until))
-            .map(|(k, _)| k.clone())
-            .collect();
+        let mut expiring = HashSet::with_hasher(self.hasher.clone());
+        expiring.extend(
+            self.map
+                .iter()
+                .filter(|c| matches!(c.kernel, Some((_, e)) if e < until))
+                .map(|c| c.entry.key()),
+        );
+        self.expiring = expiring;
         self.swept_until = until;
     }
 
@@ -369,18 +417,18 @@ impl Cache {
             version: c.version,
         };
         let mut out: Vec<Injection> = if full || !self.inject {
-            self.map.values().map(write).collect()
+            self.map.iter().map(write).collect()
         } else if now_ms + EXPIRY_MARGIN_MS <= self.swept_until {
             // Every entry not fresh is unacknowledged or was gathered as expiring.
             self.unacked
                 .iter()
                 .chain(self.expiring.iter().filter(|k| !self.unacked.contains(*k)))
-                .filter_map(|k| self.map.get(k))
+                .filter_map(|k| self.find(k))
                 .filter(|c| !fresh(c))
                 .map(write)
                 .collect()
         } else {
-            self.map.values().filter(|c| !fresh(c)).map(write).collect()
+            self.map.iter().filter(|c| !fresh(c)).map(write).collect()
         };
         self.owed.clear();
         out.extend(self.removed.drain().map(|(_, e)| Injection::Remove(e)));
@@ -390,9 +438,13 @@ impl Cache {
     /// Memory of one cached entry, excluding heap parts of optional fields (labels, raw
     /// unknown attributes), with the hash table's control byte and 7/8 load factor.
     pub fn bytes_per_entry() -> usize {
-        let slot = std::mem::size_of::<(CtKey, Cached)>() + 1;
+        let slot = std::mem::size_of::<Cached>() + 1;
         slot * 8 / 7
     }
+}
+
+fn is_key(c: &Cached, key: &CtKey) -> bool {
+    c.entry.zone == key.zone && c.entry.orig == key.orig
 }
 
 /// The remaining timeout to give an entry committed at `now_ms`: what the active reported,
@@ -482,12 +534,9 @@ mod tests {
         c.push(Update::Upsert(entry("198.18.1.10", 2, 0)));
         assert_eq!(c.len(), 2);
         assert_eq!(c.coalesced, 2);
-        let first = c.take(1);
-        assert_eq!(first.len(), 1);
-        let rest = c.take(10);
-        assert_eq!(rest.len(), 1);
+        let all = c.take_all();
+        assert_eq!(all.len(), 2);
         assert!(c.is_empty());
-        let all: Vec<_> = first.into_iter().chain(rest).collect();
         assert!(all.contains(&Update::Delete(entry("198.18.1.10", 1, 2))));
     }
 
@@ -518,7 +567,7 @@ mod tests {
             c.apply(Update::Delete(entry("198.18.1.10", 2, 0)), 0),
             Applied::Absent
         );
-        c.begin_resync();
+        c.begin_resync(0);
         c.apply(Update::Upsert(entry("198.18.1.10", 4, 0)), 0);
         assert_eq!(c.end_resync(), 1);
         assert_eq!(c.len(), 1);
@@ -670,7 +719,7 @@ mod tests {
         c.apply(Update::Upsert(entry("198.18.1.10", 1, 0)), 0);
         c.apply(Update::Upsert(entry("198.18.1.10", 2, 0)), 0);
         c.take_injections(10, 0);
-        c.begin_resync();
+        c.begin_resync(0);
         c.apply(Update::Upsert(entry("198.18.1.10", 2, 0)), 0);
         assert_eq!(c.end_resync(), 1);
         let mut got: Vec<_> = c.take_injections(10, 0).iter().map(key_of).collect();

@@ -101,7 +101,9 @@ fn frame(rng: &mut Rng) -> Frame {
                 })
                 .collect(),
         ),
-        2 => Body::ResyncBegin,
+        2 => Body::ResyncBegin {
+            entries: rng.next(),
+        },
         3 => Body::ResyncEnd,
         _ => Body::Ack { seq: rng.next() },
     };
