@@ -74,11 +74,13 @@ impl Coalescer {
     }
 }
 
-/// One cached entry; it is also its own key in the table (the entry's zone and original
-/// tuple), so the slot holds the tuple once.
+/// One cached entry; it is also its own key (the entry's zone and original tuple), so the
+/// cache holds the tuple once.
 #[derive(Debug, Clone)]
 pub struct Cached {
     pub entry: CtEntry,
+    /// Hash of the key under the cache's seed: the index grows without rehashing tuples.
+    hash: u64,
     /// When the entry was last received (ms on the caller's clock): its timeout counts
     /// from there.
     pub at_ms: u64,
@@ -143,7 +145,7 @@ enum Owed {
 /// [`Cache::sweep`], which the inject thread runs every few seconds.
 #[derive(Debug)]
 pub struct Cache {
-    map: HashTable<Cached>,
+    map: Slots,
     hasher: RandomState,
     max: usize,
     generation: u32,
@@ -173,9 +175,9 @@ impl Cache {
     /// A cache that tracks direct inject into this node's kernel.
     pub fn with_inject(max: usize, inject: bool) -> Self {
         Cache {
-            map: HashTable::new(),
+            map: Slots::default(),
             hasher: RandomState::default(),
-            max,
+            max: max.min(u32::MAX as usize),
             generation: 0,
             resyncing: false,
             inject,
@@ -202,27 +204,27 @@ impl Cache {
 
     fn find(&self, key: &CtKey) -> Option<&Cached> {
         let h = Self::hash(&self.hasher, key.zone, &key.orig);
-        self.map.find(h, |c| is_key(c, key))
+        let i = self.map.position(h, key.zone, &key.orig)?;
+        Some(&self.map.slots[i])
     }
 
     fn find_mut(&mut self, key: &CtKey) -> Option<&mut Cached> {
         let h = Self::hash(&self.hasher, key.zone, &key.orig);
-        self.map.find_mut(h, |c| is_key(c, key))
+        let i = self.map.position(h, key.zone, &key.orig)?;
+        Some(&mut self.map.slots[i])
     }
 
     fn remove(&mut self, key: &CtKey) -> Option<Cached> {
         let h = Self::hash(&self.hasher, key.zone, &key.orig);
-        let e = self.map.find_entry(h, |c| is_key(c, key)).ok()?;
-        Some(e.remove().0)
+        let i = self.map.position(h, key.zone, &key.orig)?;
+        Some(self.map.remove_at(i))
     }
 
     /// Room for `n` entries in all (at most the bound), so that a resync of a known size
-    /// fills a table allocated once instead of doubling it ~20 times on the way.
+    /// fills storage allocated once instead of doubling it ~20 times on the way.
     pub fn reserve(&mut self, n: usize) {
         let want = n.min(self.max).saturating_sub(self.map.len());
-        let hasher = &self.hasher;
-        self.map
-            .reserve(want, |c| Self::hash(hasher, c.entry.zone, &c.entry.orig));
+        self.map.reserve(want);
     }
 
     /// Writes owed to the kernel (direct inject).
@@ -267,15 +269,9 @@ impl Cache {
             }
             Update::Upsert(e) => {
                 let h = Self::hash(&self.hasher, e.zone, &e.orig);
-                let (hasher, len) = (&self.hasher, self.map.len());
-                let slot = self.map.entry(
-                    h,
-                    |c| c.entry.zone == e.zone && c.entry.orig == e.orig,
-                    |c| Self::hash(hasher, c.entry.zone, &c.entry.orig),
-                );
-                match slot {
-                    hashbrown::hash_table::Entry::Occupied(mut o) => {
-                        let slot = o.get_mut();
+                match self.map.position(h, e.zone, &e.orig) {
+                    Some(i) => {
+                        let slot = &mut self.map.slots[i];
                         if Self::is_current(slot) {
                             self.current -= 1;
                         }
@@ -290,11 +286,12 @@ impl Cache {
                         }
                         Applied::Updated
                     }
-                    hashbrown::hash_table::Entry::Vacant(_) if len >= self.max => Applied::Full,
-                    hashbrown::hash_table::Entry::Vacant(v) => {
+                    None if self.map.len() >= self.max => Applied::Full,
+                    None => {
                         let key = self.inject.then(|| e.key());
-                        v.insert(Cached {
+                        self.map.push(Cached {
                             entry: e,
+                            hash: h,
                             at_ms: now_ms,
                             generation: self.generation,
                             version: 0,
@@ -327,7 +324,7 @@ impl Cache {
         }
         self.resyncing = false;
         let g = self.generation;
-        let stale: Vec<Cached> = self.map.extract_if(|c| c.generation != g).collect();
+        let stale = self.map.extract(|c| c.generation != g);
         let n = stale.len();
         for c in stale {
             self.gone(c.entry.key(), c);
@@ -438,13 +435,90 @@ impl Cache {
     /// Memory of one cached entry, excluding heap parts of optional fields (labels, raw
     /// unknown attributes), with the hash table's control byte and 7/8 load factor.
     pub fn bytes_per_entry() -> usize {
-        let slot = std::mem::size_of::<Cached>() + 1;
-        slot * 8 / 7
+        // The entry in the dense array, its u32 index slot and control byte at 7/8 load.
+        std::mem::size_of::<Cached>() + (4 + 1) * 8 / 7
     }
 }
 
-fn is_key(c: &Cached, key: &CtKey) -> bool {
-    c.entry.zone == key.zone && c.entry.orig == key.orig
+/// The cache's storage: the entries in one dense array, found through a hash index of
+/// positions. An index slot is 4 bytes, so the index's spare capacity (up to half of it
+/// after a doubling) costs a few bytes per entry instead of a whole entry: the memory, and
+/// the first-touch page faults that dominate a resync on the standby, follow the entries.
+#[derive(Debug, Default)]
+struct Slots {
+    index: HashTable<u32>,
+    slots: Vec<Cached>,
+}
+
+impl Slots {
+    fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    fn iter(&self) -> std::slice::Iter<'_, Cached> {
+        self.slots.iter()
+    }
+
+    fn position(&self, hash: u64, zone: u16, orig: &Tuple) -> Option<usize> {
+        let slots = &self.slots;
+        self.index
+            .find(hash, |&i| {
+                let c = &slots[i as usize];
+                c.hash == hash && c.entry.zone == zone && c.entry.orig == *orig
+            })
+            .map(|&i| i as usize)
+    }
+
+    fn reserve(&mut self, additional: usize) {
+        let slots = &self.slots;
+        self.index.reserve(additional, |&i| slots[i as usize].hash);
+        self.slots.reserve(additional);
+    }
+
+    /// Appends an entry whose key is not present (positions are u32: the cache's bound is
+    /// kept below 2^32 by [`Cache::with_inject`]).
+    fn push(&mut self, c: Cached) {
+        let slots = &self.slots;
+        let at = slots.len() as u32;
+        self.index
+            .insert_unique(c.hash, at, |&i| slots[i as usize].hash);
+        self.slots.push(c);
+    }
+
+    /// Removes the entry at `i`; the last entry moves into its place.
+    fn remove_at(&mut self, i: usize) -> Cached {
+        let h = self.slots[i].hash;
+        if let Ok(e) = self.index.find_entry(h, |&j| j as usize == i) {
+            e.remove();
+        }
+        let c = self.slots.swap_remove(i);
+        let moved = self.slots.len();
+        if i < moved {
+            let h = self.slots[i].hash;
+            if let Some(j) = self.index.find_mut(h, |&j| j as usize == moved) {
+                *j = i as u32;
+            }
+        }
+        c
+    }
+
+    /// Removes and returns the entries for which `stale` holds.
+    fn extract(&mut self, stale: impl Fn(&Cached) -> bool) -> Vec<Cached> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < self.slots.len() {
+            if stale(&self.slots[i]) {
+                out.push(self.remove_at(i));
+            } else {
+                i += 1;
+            }
+        }
+        out
+    }
 }
 
 /// The remaining timeout to give an entry committed at `now_ms`: what the active reported,
@@ -731,6 +805,75 @@ mod tests {
                 (entry("198.18.1.10", 2, 0).key(), true)
             ]
         );
+    }
+
+    /// The dense storage (swap-remove with index fix-ups, extraction at a resync's end)
+    /// behaves as a plain map under a long random sequence of upserts, deletes and resyncs.
+    #[test]
+    fn cache_matches_a_plain_map() {
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut c = Cache::with_inject(300, true);
+        let mut model: std::collections::HashMap<CtKey, CtEntry> = Default::default();
+        let mut resent = std::collections::HashSet::new();
+        let mut resyncing = false;
+        for step in 0..20_000 {
+            let port = (next() % 400) as u16;
+            let mut e = entry("198.18.1.10", port, 0);
+            e.timeout = (next() % 1000) as u32;
+            match next() % 100 {
+                0 if !resyncing => {
+                    c.begin_resync((next() % 500) as usize);
+                    resyncing = true;
+                    resent.clear();
+                }
+                1 if resyncing => {
+                    let n = c.end_resync();
+                    let before = model.len();
+                    model.retain(|k, _| resent.contains(k));
+                    assert_eq!(n, before - model.len(), "step {step}");
+                    resyncing = false;
+                }
+                2..=30 => {
+                    let got = c.apply(Update::Delete(e.clone()), 0);
+                    let want = if model.remove(&e.key()).is_some() {
+                        Applied::Deleted
+                    } else {
+                        Applied::Absent
+                    };
+                    assert_eq!(got, want, "step {step}");
+                }
+                _ => {
+                    let got = c.apply(Update::Upsert(e.clone()), 0);
+                    let want = if model.contains_key(&e.key()) {
+                        Applied::Updated
+                    } else if model.len() >= 300 {
+                        Applied::Full
+                    } else {
+                        Applied::Inserted
+                    };
+                    assert_eq!(got, want, "step {step}");
+                    if got != Applied::Full {
+                        model.insert(e.key(), e.clone());
+                        resent.insert(e.key());
+                    }
+                }
+            }
+            assert_eq!(c.len(), model.len(), "step {step}");
+            if step % 1000 == 0 {
+                for (k, v) in &model {
+                    assert_eq!(c.find(k).map(|c| &c.entry), Some(v), "step {step}");
+                }
+                let keys: std::collections::HashSet<_> =
+                    c.entries().map(|c| c.entry.key()).collect();
+                assert_eq!(keys.len(), c.len(), "no duplicates");
+            }
+        }
     }
 
     #[test]
