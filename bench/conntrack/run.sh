@@ -17,7 +17,7 @@
 # until B holds exactly what A holds, entries/s replicated, and the difference left (lost).
 # Then bulk transfer (RESYNC_N entries, default 500000, in A's table before the daemons
 # start; the daemons alone): time until B holds them all, CPU per 100k entries per side.
-# Usage (root): [SECTIONS="sizes churn bulk"] bench/conntrack/run.sh [sizes...]
+# Usage (root): [SECTIONS="sizes churn bulk"] [CHURN_DAEMONS="inject cache conntrackd"] bench/conntrack/run.sh [sizes...]
 #   (sizes default: 10000 100000). SECTIONS picks the sections to run (so that each can
 #   run under its own exclusive hold of the machine); each one replaces its own part of
 #   bench/conntrack/RESULTS.md (between its markers) and leaves the others and the
@@ -278,7 +278,7 @@ done
 CHURN_LIVE=${CHURN_LIVE:-50000}; CHURN_SECS=${CHURN_SECS:-10}
 CROWS=()
 declare -A CRATE=() CPUA=() CPUB=()
-CHURN_WHO=""; has churn && CHURN_WHO="inject cache conntrackd"
+CHURN_WHO=""; has churn && CHURN_WHO=${CHURN_DAEMONS:-inject cache conntrackd}
 # As on two machines: A's daemon and the generator on CPU 0, B's daemon (and the kernel
 # work of its writes, done in its own system calls) on CPU 1.
 PIN_A="taskset -c 0"; PIN_B="taskset -c 1"

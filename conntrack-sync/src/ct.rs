@@ -566,6 +566,33 @@ pub struct CtKey {
     pub orig: Tuple,
 }
 
+impl CtKey {
+    /// Appends the key as attributes (the original tuple, and the zone unless 0): what
+    /// a deletion carries between nodes.
+    pub fn emit(&self, out: &mut Vec<u8>) {
+        nla::put_nested(out, CTA_TUPLE_ORIG, |b| self.orig.emit(b));
+        if self.zone != 0 {
+            nla::put(out, CTA_ZONE, &self.zone.to_be_bytes());
+        }
+    }
+
+    /// Decodes a key written by [`CtKey::emit`] (or any entry's attributes: only the
+    /// original tuple and the zone are read, the rest is skipped); `None` without an
+    /// original tuple.
+    pub fn decode(buf: &[u8]) -> Result<Option<Self>, DecodeError> {
+        let (mut orig, mut zone) = (None, 0);
+        for a in nla::iter(buf) {
+            let (kind, v) = a?;
+            match kind & !NLA_F_NESTED {
+                CTA_TUPLE_ORIG => orig = Some(Tuple::parse(v)?),
+                CTA_ZONE => zone = nla::be16(v)?,
+                _ => {}
+            }
+        }
+        Ok(orig.map(|orig| CtKey { zone, orig }))
+    }
+}
+
 impl CtEntry {
     /// Builds the entry from a dump or event message; `None` when the tuples are missing
     /// (e.g. a DESTROY event carries them, a stats message does not).

@@ -14,14 +14,15 @@
 //!
 //! Version 2 (this one): `ResyncBegin` carries the number of entries the sender expects to
 //! send (a sizing hint: the standby sizes its cache once instead of growing it by
-//! doubling). A frame of another version is refused with its own error and counter
+//! doubling), and a deletion carries the entry's key (original tuple and zone) instead of
+//! the whole entry. A frame of another version is refused with its own error and counter
 //! (`dropped.version`): both nodes must run the same protocol version.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::DecodeError;
-use crate::ct::CtEntry;
+use crate::ct::{CtEntry, CtKey};
 
 pub const MAGIC: &[u8; 4] = b"IGWS";
 pub const VERSION: u8 = 2;
@@ -59,17 +60,18 @@ impl std::str::FromStr for Role {
     }
 }
 
-/// One change of one entry.
+/// One change of one entry. A deletion carries the entry's key only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Update {
     Upsert(CtEntry),
-    Delete(CtEntry),
+    Delete(CtKey),
 }
 
 impl Update {
-    pub fn entry(&self) -> &CtEntry {
+    pub fn key(&self) -> CtKey {
         match self {
-            Update::Upsert(e) | Update::Delete(e) => e,
+            Update::Upsert(e) => e.key(),
+            Update::Delete(k) => k.clone(),
         }
     }
 }
@@ -131,7 +133,9 @@ pub enum FrameError {
     Replayed { seq: u64, expected: u64 },
 }
 
-pub struct Key(Vec<u8>);
+/// The pre-shared key, kept as HMAC state already keyed (the inner and outer pads hashed
+/// once, not once per frame).
+pub struct Key(HmacSha256);
 
 impl std::fmt::Debug for Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -150,12 +154,14 @@ impl Key {
         if end < 16 {
             return Err(DecodeError::Missing("a key of at least 16 bytes"));
         }
-        Ok(Key(b[..end].to_vec()))
+        // Any key length is valid for HMAC.
+        Ok(Key(
+            HmacSha256::new_from_slice(&b[..end]).unwrap_or_else(|_| unreachable!())
+        ))
     }
 
     fn mac(&self) -> HmacSha256 {
-        // Any key length is valid for HMAC.
-        HmacSha256::new_from_slice(&self.0).unwrap_or_else(|_| unreachable!())
+        self.0.clone()
     }
 }
 
@@ -223,14 +229,16 @@ fn seal(out: &mut Vec<u8>, start: usize, key: &Key, peer_nonce: &[u8; NONCE_LEN]
 fn batch_body(items: &[Update], out: &mut Vec<u8>) {
     out.extend_from_slice(&(items.len() as u32).to_be_bytes());
     for u in items {
-        let (op, e) = match u {
-            Update::Upsert(e) => (1u8, e),
-            Update::Delete(e) => (2u8, e),
-        };
-        out.push(op);
+        out.push(match u {
+            Update::Upsert(_) => 1u8,
+            Update::Delete(_) => 2u8,
+        });
         let at = out.len();
         out.extend_from_slice(&[0; 4]);
-        e.emit(out);
+        match u {
+            Update::Upsert(e) => e.emit(out),
+            Update::Delete(k) => k.emit(out),
+        }
         let len = (out.len() - at - 4) as u32;
         out[at..at + 4].copy_from_slice(&len.to_be_bytes());
     }
@@ -324,10 +332,12 @@ fn decode_batch(mut b: &[u8]) -> Result<Vec<Update>, DecodeError> {
         if len > rest.len() {
             return Err(DecodeError::Truncated("batch item body"));
         }
-        let e = CtEntry::decode(&rest[..len])?.ok_or(DecodeError::Missing("entry tuples"))?;
+        let item = &rest[..len];
         items.push(match op {
-            1 => Update::Upsert(e),
-            2 => Update::Delete(e),
+            1 => {
+                Update::Upsert(CtEntry::decode(item)?.ok_or(DecodeError::Missing("entry tuples"))?)
+            }
+            2 => Update::Delete(CtKey::decode(item)?.ok_or(DecodeError::Missing("deleted key"))?),
             o => return Err(DecodeError::Unexpected("update op", u16::from(o))),
         });
         b = &rest[len..];
@@ -423,7 +433,7 @@ mod tests {
             },
             Body::Batch(vec![
                 Update::Upsert(entry(40000)),
-                Update::Delete(entry(40001)),
+                Update::Delete(entry(40001).key()),
             ]),
             Body::Batch(vec![]),
             Body::ResyncBegin { entries: 0 },

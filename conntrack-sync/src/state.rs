@@ -55,7 +55,7 @@ pub struct Coalescer {
 
 impl Coalescer {
     pub fn push(&mut self, u: Update) {
-        if self.pending.insert(u.entry().key(), u).is_some() {
+        if self.pending.insert(u.key(), u).is_some() {
             self.coalesced += 1;
         }
     }
@@ -257,16 +257,13 @@ impl Cache {
 
     pub fn apply(&mut self, u: Update, now_ms: u64) -> Applied {
         match u {
-            Update::Delete(e) => {
-                let key = e.key();
-                match self.remove(&key) {
-                    Some(c) => {
-                        self.gone(key, c);
-                        Applied::Deleted
-                    }
-                    None => Applied::Absent,
+            Update::Delete(key) => match self.remove(&key) {
+                Some(c) => {
+                    self.gone(key, c);
+                    Applied::Deleted
                 }
-            }
+                None => Applied::Absent,
+            },
             Update::Upsert(e) => {
                 let h = Self::hash(&self.hasher, e.zone, &e.orig);
                 match self.map.position(h, e.zone, &e.orig) {
@@ -604,14 +601,14 @@ mod tests {
         let mut c = Coalescer::default();
         c.push(Update::Upsert(entry("198.18.1.10", 1, 0)));
         c.push(Update::Upsert(entry("198.18.1.10", 1, 2)));
-        c.push(Update::Delete(entry("198.18.1.10", 1, 2)));
+        c.push(Update::Delete(entry("198.18.1.10", 1, 2).key()));
         c.push(Update::Upsert(entry("198.18.1.10", 2, 0)));
         assert_eq!(c.len(), 2);
         assert_eq!(c.coalesced, 2);
         let all = c.take_all();
         assert_eq!(all.len(), 2);
         assert!(c.is_empty());
-        assert!(all.contains(&Update::Delete(entry("198.18.1.10", 1, 2))));
+        assert!(all.contains(&Update::Delete(entry("198.18.1.10", 1, 2).key())));
     }
 
     #[test]
@@ -634,11 +631,11 @@ mod tests {
             Applied::Full
         );
         assert_eq!(
-            c.apply(Update::Delete(entry("198.18.1.10", 2, 0)), 0),
+            c.apply(Update::Delete(entry("198.18.1.10", 2, 0).key()), 0),
             Applied::Deleted
         );
         assert_eq!(
-            c.apply(Update::Delete(entry("198.18.1.10", 2, 0)), 0),
+            c.apply(Update::Delete(entry("198.18.1.10", 2, 0).key()), 0),
             Applied::Absent
         );
         c.begin_resync(0);
@@ -712,13 +709,13 @@ mod tests {
         );
 
         // A delete is owed to the kernel; a delete of an entry never seen is not.
-        c.apply(Update::Delete(a.clone()), 3_000);
-        c.apply(Update::Delete(entry("198.18.1.10", 9, 0)), 3_000);
+        c.apply(Update::Delete(a.key()), 3_000);
+        c.apply(Update::Delete(entry("198.18.1.10", 9, 0).key()), 3_000);
         assert_eq!(c.take_injections(10, 3_000), vec![Injection::Remove(a2)]);
         // Upsert then delete before the write was taken: only the delete goes.
         let d = entry("198.18.1.10", 4, 0);
         c.apply(Update::Upsert(d.clone()), 3_000);
-        c.apply(Update::Delete(d.clone()), 3_000);
+        c.apply(Update::Delete(d.key()), 3_000);
         assert_eq!(
             c.take_injections(10, 3_000)
                 .iter()
@@ -775,7 +772,7 @@ mod tests {
         assert_eq!(ports(&mut plain, 29_000), vec![1, 2, 3, 7]);
         assert_eq!(swept.in_kernel(), 7);
         // A deleted entry leaves every set; its deletion is owed instead.
-        swept.apply(Update::Delete(entry("198.18.1.10", 1, 0)), 29_000);
+        swept.apply(Update::Delete(entry("198.18.1.10", 1, 0).key()), 29_000);
         assert_eq!(swept.in_kernel(), 6);
         let set = swept.commit_set(29_000, false);
         assert!(set.contains(&Injection::Remove(entry("198.18.1.10", 1, 0))));
@@ -840,7 +837,7 @@ mod tests {
                     resyncing = false;
                 }
                 2..=30 => {
-                    let got = c.apply(Update::Delete(e.clone()), 0);
+                    let got = c.apply(Update::Delete(e.key()), 0);
                     let want = if model.remove(&e.key()).is_some() {
                         Applied::Deleted
                     } else {
@@ -880,7 +877,7 @@ mod tests {
     fn without_inject_commit_is_everything_and_nothing_is_owed() {
         let mut c = Cache::new(10);
         c.apply(Update::Upsert(entry("198.18.1.10", 1, 0)), 0);
-        c.apply(Update::Delete(entry("198.18.1.10", 1, 0)), 0);
+        c.apply(Update::Delete(entry("198.18.1.10", 1, 0).key()), 0);
         c.apply(Update::Upsert(entry("198.18.1.10", 2, 0)), 0);
         assert_eq!(c.owed(), 0);
         assert!(c.take_injections(10, 0).is_empty());

@@ -94,7 +94,7 @@ fn frame(rng: &mut Rng) -> Frame {
                 .map(|_| {
                     let e = entry(rng);
                     if rng.below(3) == 0 {
-                        Update::Delete(e)
+                        Update::Delete(e.key())
                     } else {
                         Update::Upsert(e)
                     }
