@@ -694,6 +694,21 @@ impl CtEntry {
         }
     }
 
+    /// Plain tuples of one family and protocol, TCP protoinfo or none, no labels: an entry
+    /// that fixed-size forms (the sync protocol's compact item, the standby's cache slot)
+    /// hold exactly.
+    pub fn is_plain(&self) -> bool {
+        self.orig.is_plain()
+            && self.reply.is_plain()
+            && self.orig.src.is_ipv4() == self.reply.src.is_ipv4()
+            && self.orig.proto == self.reply.proto
+            && self.labels.is_none()
+            && match &self.protoinfo {
+                None => true,
+                Some(p) => p.tcp.is_some() && p.other.is_empty(),
+            }
+    }
+
     pub fn key(&self) -> CtKey {
         CtKey {
             zone: self.zone,
@@ -855,6 +870,19 @@ impl ProtoInfo {
 }
 
 impl Tuple {
+    /// Ports in both directions and nothing else optional (no ICMP fields, no
+    /// directional zone, no attribute this codec does not model): the tuples of nearly every
+    /// entry, which fixed-size forms can hold exactly.
+    pub fn is_plain(&self) -> bool {
+        self.src_port.is_some()
+            && self.dst_port.is_some()
+            && self.icmp_id.is_none()
+            && self.icmp_type.is_none()
+            && self.icmp_code.is_none()
+            && self.zone.is_none()
+            && self.other.is_empty()
+    }
+
     fn placeholder() -> Self {
         Tuple {
             src: IpAddr::V4(Ipv4Addr::UNSPECIFIED),

@@ -286,25 +286,11 @@ mod compact {
     const KNOWN: u8 = V6 | MARK | ZONE | TCP;
 
     pub fn fits_tuple(t: &Tuple) -> bool {
-        t.src_port.is_some()
-            && t.dst_port.is_some()
-            && t.icmp_id.is_none()
-            && t.icmp_type.is_none()
-            && t.icmp_code.is_none()
-            && t.zone.is_none()
-            && t.other.is_empty()
+        t.is_plain()
     }
 
     pub fn fits(e: &CtEntry) -> bool {
-        fits_tuple(&e.orig)
-            && fits_tuple(&e.reply)
-            && e.orig.src.is_ipv4() == e.reply.src.is_ipv4()
-            && e.orig.proto == e.reply.proto
-            && e.labels.is_none()
-            && match &e.protoinfo {
-                None => true,
-                Some(p) => p.tcp.is_some() && p.other.is_empty(),
-            }
+        e.is_plain()
     }
 
     fn put_addr(a: IpAddr, out: &mut Vec<u8>) {
