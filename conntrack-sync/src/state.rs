@@ -45,18 +45,29 @@ impl Filter {
     }
 }
 
-/// Pending updates not yet sent; a later update of an entry replaces the earlier one.
+/// Pending updates not yet sent; a later update of an entry replaces the earlier one, in
+/// its place. The updates sit in arrival order in one array that the sender takes whole
+/// (no copy per update on the way out); the map only finds an entry's position.
 #[derive(Debug, Default)]
 pub struct Coalescer {
-    pending: HashMap<CtKey, Update>,
+    index: HashMap<CtKey, u32>,
+    pending: Vec<Update>,
     /// Updates folded into an earlier pending one (not sent separately).
     pub coalesced: u64,
 }
 
 impl Coalescer {
     pub fn push(&mut self, u: Update) {
-        if self.pending.insert(u.key(), u).is_some() {
-            self.coalesced += 1;
+        let key = u.key();
+        match self.index.get(&key) {
+            Some(&i) => {
+                self.pending[i as usize] = u;
+                self.coalesced += 1;
+            }
+            None => {
+                self.index.insert(key, self.pending.len() as u32);
+                self.pending.push(u);
+            }
         }
     }
 
@@ -68,9 +79,12 @@ impl Coalescer {
         self.pending.is_empty()
     }
 
-    /// Takes every pending update (one pass; the sender cuts them into frames).
+    /// Takes every pending update, in the order their entries first became pending.
     pub fn take_all(&mut self) -> Vec<Update> {
-        self.pending.drain().map(|(_, u)| u).collect()
+        self.index.clear();
+        // The next burst is likely the size of this one: no regrowth (and copies) on the way.
+        let room = self.pending.capacity();
+        std::mem::replace(&mut self.pending, Vec::with_capacity(room))
     }
 }
 
@@ -760,6 +774,13 @@ mod tests {
         let all = c.take_all();
         assert_eq!(all.len(), 2);
         assert!(c.is_empty());
+        // The latest update of an entry, in the place of its first.
+        assert_eq!(all[0], Update::Delete(entry("198.18.1.10", 1, 2).key()));
+        c.push(Update::Upsert(entry("198.18.1.10", 3, 0)));
+        assert_eq!(
+            c.take_all(),
+            vec![Update::Upsert(entry("198.18.1.10", 3, 0))]
+        );
         assert!(all.contains(&Update::Delete(entry("198.18.1.10", 1, 2).key())));
     }
 
