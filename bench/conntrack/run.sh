@@ -390,6 +390,8 @@ SECTIONS="${SECTIONS% }"
 OUT=$WORK/sections; mkdir -p "$OUT"
 if [ ${#ROWS[@]} -gt 0 ]; then
   {
+    echo "## Replication and commit of N entries"
+    echo
     meta
     echo
     echo "Replication: from the first CT_NEW in A to B's cache holding N (includes the fill time,"
