@@ -327,7 +327,7 @@ has churn && crow "| ratio igw/conntrackd | | | | direct inject $(ratio "${CRATE
 # of `-B`) until B's cache holds RESYNC_N. Pinned as above.
 RESYNC_N=${RESYNC_N:-500000}
 RROWS=()
-declare -A RRATE=() RTOOK=() RCPUA=() RCPUB=()
+declare -A RRATE=() RTOOK=() RCPUA=() RCPUB=() RCPUBT=()
 BULK_WHO=""; has bulk && BULK_WHO="cache conntrackd"
 for who in $BULK_WHO; do
   flush
@@ -347,7 +347,7 @@ for who in $BULK_WHO; do
     # A's daemon dumps its kernel table into its internal cache at start.
     WANT=$RESYNC_N wait_count bash -c "ip netns exec $A conntrackd -C $WORK/ctd-a/conntrackd.conf -s 2>/dev/null | awk '/cache internal/ { f = 1 } f && !d && /current active connections/ { print \$NF; d = 1 }'" >/dev/null || true
     startup=$(secs "$ts" "$(now)")
-    rss0=$(rss_mib "$PB")
+    rss0=$(rss_mib "$PB"); cb0=$(cpu_s "$PB")
     before=$(ctd_cached)
     { got=$(wait_count ctd_cached) || true; echo "$got $(now)"; } >"$WORK/poll" & PP=$!
     t0=$(now)
@@ -357,7 +357,7 @@ for who in $BULK_WHO; do
     PB=$!; PIDS+=("$PB")
     WANT=1 wait_count bash -c "test -S '$WORK/run-igw-b/conntrack-sync.sock' && echo 1" >/dev/null
     before=0
-    rss0=$(rss_mib "$PB")
+    rss0=$(rss_mib "$PB"); cb0=$(cpu_s "$PB")
     igw_wait_cached >"$WORK/poll" & PP=$!
     t0=$(now)
     $PIN_A ip netns exec "$A" "$IGW" --node "$WORK/igw-a.toml" --policy "$WORK/policy.toml" conntrack-sync --role active --no-direct-inject >"$WORK/igw-a.log" 2>&1 &
@@ -365,19 +365,21 @@ for who in $BULK_WHO; do
   fi
   wait "$PP"; t2=$(awk '{print $NF}' "$WORK/poll"); got=$(awk '{$NF=""; print}' "$WORK/poll")
   ca=$(cpu_s "$PA"); cb=$(cpu_s "$PB"); rss1=$(rss_mib "$PB")
+  # B's CPU over the transfer alone (from just before it starts), besides its whole run.
+  cbt=$(awk -v a="$cb0" -v b="$cb" 'BEGIN{printf "%.2f", b-a}')
   stop_pair
   took=$(secs "$t0" "$t2")
   rate=$(awk -v n="$RESYNC_N" -v s="$took" 'BEGIN{printf "%.0f", n/s}')
   per_entry=$(awk -v a="$rss0" -v b="$rss1" -v n="$RESYNC_N" 'BEGIN{printf "%.0f", (b-a)*1048576/n}')
   RRATE[$who]=$rate; RTOOK[$who]=$took
-  RCPUA[$who]=$(per100k "$ca" "$RESYNC_N"); RCPUB[$who]=$(per100k "$cb" "$RESYNC_N")
+  RCPUA[$who]=$(per100k "$ca" "$RESYNC_N"); RCPUB[$who]=$(per100k "$cb" "$RESYNC_N"); RCPUBT[$who]=$(per100k "$cbt" "$RESYNC_N")
   label="igw conntrack-sync (resync at session start)"; [ "$who" = conntrackd ] && label="conntrackd FTFW (\`-B\` bulk send)"
   note="kernel dump alone: $DUMP_FLOOR s"
   [ "$who" = conntrackd ] && { note="A's start-up dump into its internal cache (before the clock): $startup s (polled); start-up + bulk: $(awk -v a="$startup" -v b="$took" 'BEGIN{printf "%.3f", a+b}') s"; RSTART=$startup; }
-  RROWS+=("| $label | $RESYNC_N | $before | $took s | $rate/s | $got | A ${RCPUA[$who]}, B ${RCPUB[$who]} | A $ca s, B $cb s | $rss0 -> $rss1 MiB ($per_entry B/entry) | $note |")
+  RROWS+=("| $label | $RESYNC_N | $before | $took s | $rate/s | $got | A ${RCPUA[$who]}, B ${RCPUB[$who]} (transfer only: ${RCPUBT[$who]}) | A $ca s, B $cb s (transfer only: $cbt s) | $rss0 -> $rss1 MiB ($per_entry B/entry) | $note |")
   echo "${RROWS[-1]}"
 done
-has bulk && RROWS+=("| ratio igw/conntrackd | | | time $(ratio "${RTOOK[cache]}" "${RTOOK[conntrackd]}") (conntrackd's / igw's: $(ratio "${RTOOK[conntrackd]}" "${RTOOK[cache]}"); with its start-up dump: $(awk -v a="$RSTART" -v b="${RTOOK[conntrackd]}" -v c="${RTOOK[cache]}" 'BEGIN{printf "%.2f", (a+b)/c}')) | rate $(ratio "${RRATE[cache]}" "${RRATE[conntrackd]}") | | conntrackd's CPU / igw's: A $(ratio "${RCPUA[conntrackd]}" "${RCPUA[cache]}"), B $(ratio "${RCPUB[conntrackd]}" "${RCPUB[cache]}") | | | |")
+has bulk && RROWS+=("| ratio igw/conntrackd | | | time $(ratio "${RTOOK[cache]}" "${RTOOK[conntrackd]}") (conntrackd's / igw's: $(ratio "${RTOOK[conntrackd]}" "${RTOOK[cache]}"); with its start-up dump: $(awk -v a="$RSTART" -v b="${RTOOK[conntrackd]}" -v c="${RTOOK[cache]}" 'BEGIN{printf "%.2f", (a+b)/c}')) | rate $(ratio "${RRATE[cache]}" "${RRATE[conntrackd]}") | | conntrackd's CPU / igw's: A $(ratio "${RCPUA[conntrackd]}" "${RCPUA[cache]}"), B $(ratio "${RCPUB[conntrackd]}" "${RCPUB[cache]}") (transfer only: $(ratio "${RCPUBT[conntrackd]}" "${RCPUBT[cache]}")) | | | |")
 
 # Each section replaces its own part of RESULTS.md, between its markers.
 meta() {
@@ -435,7 +437,9 @@ if [ ${#RROWS[@]} -gt 0 ]; then
     echo "conntrackd: both up, A's internal cache filled from its start-up dump, then \`conntrackd -B\` on A."
     echo "Until: B's cache holds them all (polled every 50 ms). Pinned as above. CPU: the whole run of"
     echo "each daemon (each A side includes one kernel dump: igw's in its resync, conntrackd's at its"
-    echo "start-up), per 100k entries. RSS: the standby's, before and after."
+    echo "start-up), per 100k entries; for B also over the transfer alone (from just before A's daemon"
+    echo "starts, or just before \`-B\`, to the end: without its own start-up). RSS: the standby's,"
+    echo "before and after."
     echo
     echo "| daemon | entries | in B's cache before | until all in B | replicated | B's cache at the end | CPU-s per 100k entries | CPU | standby RSS | notes |"
     echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
