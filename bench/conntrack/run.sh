@@ -15,12 +15,21 @@
 # Then churn (CHURN_LIVE entries, default 50000, replaced batch by batch for CHURN_SECS,
 # default 10 s, as fast as the kernel takes them: NEW + DESTROY events): from the start
 # until B holds exactly what A holds, entries/s replicated, and the difference left (lost).
-# Usage (root): bench/conntrack/run.sh [sizes...]   (default: 10000 100000)
-# Writes bench/conntrack/RESULTS.md. Every wait is bounded (60 s per step).
+# Then bulk transfer (RESYNC_N entries, default 500000, in A's table before the daemons
+# start; the daemons alone): time until B holds them all, CPU per 100k entries per side.
+# Usage (root): [SECTIONS="sizes churn bulk"] [CHURN_DAEMONS="inject cache conntrackd"] bench/conntrack/run.sh [sizes...]
+#   (sizes default: 10000 100000). SECTIONS picks the sections to run (so that each can
+#   run under its own exclusive hold of the machine); each one replaces its own part of
+#   bench/conntrack/RESULTS.md (between its markers) and leaves the others and the
+#   hand-written reading alone. Every wait is bounded (60 s per step).
 set -euo pipefail
 LOAD0=$(cut -d" " -f1-3 /proc/loadavg)
+SECTIONS=" ${SECTIONS:-sizes churn bulk} "
+has() { [[ $SECTIONS == *" $1 "* ]]; }
+ARGS="$*"
 cd "$(dirname "$0")/../.."
 SIZES=("${@:-10000 100000}")
+has sizes || SIZES=()
 read -r -a SIZES <<<"${SIZES[*]}"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 if [ -z "${IGW:-}" ]; then
@@ -185,6 +194,8 @@ igw_status() { # node field-expression
   "$IGW" --node "$WORK/$1.toml" conntrack status --json | python3 -c "import json,sys; d=json.load(sys.stdin); print($2)"
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else print "-" }'; }
+# CPU-seconds per 100k entries (or events): cpu n
+per100k() { awk -v c="$1" -v n="$2" 'BEGIN{ if (n > 0) printf "%.3f", c * 100000 / n; else print "-" }'; }
 
 start_igw() { # inject|cache
   local flag=--no-direct-inject; [ "$1" = inject ] && flag=--direct-inject
@@ -208,7 +219,7 @@ stop_pair() { kill "$PA" "$PB"; wait "$PA" "$PB" 2>/dev/null || true; }
 PIN_A=""; PIN_B=""
 ROWS=()
 row() { ROWS+=("$1"); echo "$1"; }
-for N in "${SIZES[@]}"; do
+for N in ${SIZES[@]+"${SIZES[@]}"}; do
   WANT=$N
   declare -A COMMIT=() REP=()
   # --- igw conntrack-sync, direct inject then cache mode ---
@@ -265,13 +276,14 @@ done
 
 # --- churn -----------------------------------------------------------------------------
 CHURN_LIVE=${CHURN_LIVE:-50000}; CHURN_SECS=${CHURN_SECS:-10}
+CROWS=()
+declare -A CRATE=() CPUA=() CPUB=()
+CHURN_WHO=""; has churn && CHURN_WHO=${CHURN_DAEMONS:-inject cache conntrackd}
 # As on two machines: A's daemon and the generator on CPU 0, B's daemon (and the kernel
 # work of its writes, done in its own system calls) on CPU 1.
 PIN_A="taskset -c 0"; PIN_B="taskset -c 1"
-CROWS=()
 crow() { CROWS+=("$1"); echo "$1"; }
-declare -A CRATE=()
-for who in inject cache conntrackd; do
+for who in $CHURN_WHO; do
   flush
   if [ "$who" = conntrackd ]; then start_ctd; else start_igw "$who"; fi
   ca0=$(cpu_s "$PA"); cb0=$(cpu_s "$PB")
@@ -300,11 +312,13 @@ for who in inject cache conntrackd; do
   total=$(secs "$t0" "$t2"); lag=$(secs "$t1" "$t2")
   rate=$(awk -v e="$events" -v s="$total" 'BEGIN{printf "%.0f", e/s}')
   CRATE[$who]=$rate
+  CPUA[$who]=$(per100k "$ca" "$events"); CPUB[$who]=$(per100k "$cb" "$events")
   label="igw (cache mode)"; [ "$who" = inject ] && label="igw (direct inject)"; [ "$who" = conntrackd ] && label="conntrackd FTFW"
   [ "$ok" = 1 ] && state="equal ($got)" || state="**differs: B $got vs A $in_a after 60 s**"
-  crow "| $label | $out | $events | $total s (lag $lag s) | $rate/s | $state | A $ca s, B $cb s$extra |"
+  crow "| $label | $out | $events | $total s (lag $lag s) | $rate/s | $state | A ${CPUA[$who]}, B ${CPUB[$who]} | A $ca s, B $cb s$extra |"
 done
-crow "| ratio igw/conntrackd | | | | direct inject $(ratio "${CRATE[inject]}" "${CRATE[conntrackd]}"), cache mode $(ratio "${CRATE[cache]}" "${CRATE[conntrackd]}") | | |"
+# CPU ratios: conntrackd's CPU per event over igw's (above 1: igw needs less).
+has churn && crow "| ratio igw/conntrackd | | | | direct inject $(ratio "${CRATE[inject]}" "${CRATE[conntrackd]}"), cache mode $(ratio "${CRATE[cache]}" "${CRATE[conntrackd]}") | | conntrackd's CPU / igw's: inject A $(ratio "${CPUA[conntrackd]}" "${CPUA[inject]}"), B $(ratio "${CPUB[conntrackd]}" "${CPUB[inject]}"); cache A $(ratio "${CPUA[conntrackd]}" "${CPUA[cache]}"), B $(ratio "${CPUB[conntrackd]}" "${CPUB[cache]}") | |"
 
 # --- bulk transfer: the daemons alone, no generator ---------------------------------------
 # A's table is filled first (RESYNC_N entries, default 500000); then the whole table is
@@ -313,19 +327,27 @@ crow "| ratio igw/conntrackd | | | | direct inject $(ratio "${CRATE[inject]}" "$
 # of `-B`) until B's cache holds RESYNC_N. Pinned as above.
 RESYNC_N=${RESYNC_N:-500000}
 RROWS=()
-declare -A RRATE=()
-for who in cache conntrackd; do
+declare -A RRATE=() RTOOK=() RCPUA=() RCPUB=() RCPUBT=()
+BULK_WHO=""; has bulk && BULK_WHO="cache conntrackd"
+for who in $BULK_WHO; do
   flush
   ip netns exec "$A" "$FILL" "$RESYNC_N" >/dev/null
+  # The kernel dump alone, with igw's decoder (no daemon running): the floor of a
+  # session-start resync's time.
+  [ "$who" = cache ] && DUMP_FLOOR=$($PIN_A ip netns exec "$A" "$FILL" dump)
   WANT=$RESYNC_N
+  startup=""
   if [ "$who" = conntrackd ]; then
     rm -f "$WORK"/ctd-*/lock "$WORK"/ctd-*/ctl
     $PIN_B ip netns exec "$B" conntrackd -C "$WORK/ctd-b/conntrackd.conf" >/dev/null 2>&1 &
     PB=$!; PIDS+=("$PB")
     $PIN_A ip netns exec "$A" conntrackd -C "$WORK/ctd-a/conntrackd.conf" >/dev/null 2>&1 &
     PA=$!; PIDS+=("$PA")
+    ts=$(now)
     # A's daemon dumps its kernel table into its internal cache at start.
     WANT=$RESYNC_N wait_count bash -c "ip netns exec $A conntrackd -C $WORK/ctd-a/conntrackd.conf -s 2>/dev/null | awk '/cache internal/ { f = 1 } f && !d && /current active connections/ { print \$NF; d = 1 }'" >/dev/null || true
+    startup=$(secs "$ts" "$(now)")
+    rss0=$(rss_mib "$PB"); cb0=$(cpu_s "$PB")
     before=$(ctd_cached)
     { got=$(wait_count ctd_cached) || true; echo "$got $(now)"; } >"$WORK/poll" & PP=$!
     t0=$(now)
@@ -335,63 +357,111 @@ for who in cache conntrackd; do
     PB=$!; PIDS+=("$PB")
     WANT=1 wait_count bash -c "test -S '$WORK/run-igw-b/conntrack-sync.sock' && echo 1" >/dev/null
     before=0
+    rss0=$(rss_mib "$PB"); cb0=$(cpu_s "$PB")
     igw_wait_cached >"$WORK/poll" & PP=$!
     t0=$(now)
     $PIN_A ip netns exec "$A" "$IGW" --node "$WORK/igw-a.toml" --policy "$WORK/policy.toml" conntrack-sync --role active --no-direct-inject >"$WORK/igw-a.log" 2>&1 &
     PA=$!; PIDS+=("$PA")
   fi
   wait "$PP"; t2=$(awk '{print $NF}' "$WORK/poll"); got=$(awk '{$NF=""; print}' "$WORK/poll")
-  ca=$(cpu_s "$PA"); cb=$(cpu_s "$PB")
+  ca=$(cpu_s "$PA"); cb=$(cpu_s "$PB"); rss1=$(rss_mib "$PB")
+  # B's CPU over the transfer alone (from just before it starts), besides its whole run.
+  cbt=$(awk -v a="$cb0" -v b="$cb" 'BEGIN{printf "%.2f", b-a}')
   stop_pair
   took=$(secs "$t0" "$t2")
   rate=$(awk -v n="$RESYNC_N" -v s="$took" 'BEGIN{printf "%.0f", n/s}')
-  RRATE[$who]=$rate
+  per_entry=$(awk -v a="$rss0" -v b="$rss1" -v n="$RESYNC_N" 'BEGIN{printf "%.0f", (b-a)*1048576/n}')
+  RRATE[$who]=$rate; RTOOK[$who]=$took
+  RCPUA[$who]=$(per100k "$ca" "$RESYNC_N"); RCPUB[$who]=$(per100k "$cb" "$RESYNC_N"); RCPUBT[$who]=$(per100k "$cbt" "$RESYNC_N")
   label="igw conntrack-sync (resync at session start)"; [ "$who" = conntrackd ] && label="conntrackd FTFW (\`-B\` bulk send)"
-  RROWS+=("| $label | $RESYNC_N | $before | $took s | $rate/s | $got | A $ca s, B $cb s (whole run of each daemon) |")
+  note="kernel dump alone: $DUMP_FLOOR s"
+  [ "$who" = conntrackd ] && { note="A's start-up dump into its internal cache (before the clock): $startup s (polled); start-up + bulk: $(awk -v a="$startup" -v b="$took" 'BEGIN{printf "%.3f", a+b}') s"; RSTART=$startup; }
+  RROWS+=("| $label | $RESYNC_N | $before | $took s | $rate/s | $got | A ${RCPUA[$who]}, B ${RCPUB[$who]} (transfer only: ${RCPUBT[$who]}) | A $ca s, B $cb s (transfer only: $cbt s) | $rss0 -> $rss1 MiB ($per_entry B/entry) | $note |")
   echo "${RROWS[-1]}"
 done
-RROWS+=("| ratio igw/conntrackd | | | | $(ratio "${RRATE[cache]}" "${RRATE[conntrackd]}") | | |")
+has bulk && RROWS+=("| ratio igw/conntrackd | | | time $(ratio "${RTOOK[cache]}" "${RTOOK[conntrackd]}") (conntrackd's / igw's: $(ratio "${RTOOK[conntrackd]}" "${RTOOK[cache]}"); with its start-up dump: $(awk -v a="$RSTART" -v b="${RTOOK[conntrackd]}" -v c="${RTOOK[cache]}" 'BEGIN{printf "%.2f", (a+b)/c}')) | rate $(ratio "${RRATE[cache]}" "${RRATE[conntrackd]}") | | conntrackd's CPU / igw's: A $(ratio "${RCPUA[conntrackd]}" "${RCPUA[cache]}"), B $(ratio "${RCPUB[conntrackd]}" "${RCPUB[cache]}") (transfer only: $(ratio "${RCPUBT[conntrackd]}" "${RCPUBT[cache]}")) | | | |")
 
-{
-  echo "# conntrack-sync vs conntrackd (FTFW) — results"
-  echo
-  echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  echo "- machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r), $(conntrackd -v 2>&1 | head -1)"
+# Each section replaces its own part of RESULTS.md, between its markers.
+meta() {
+  echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ); machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r), $(conntrackd -v 2>&1 | head -1)"
   echo "- load before the run (other builds share this machine): ${LOAD0:-?}; after: $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "- command: \`bench/conntrack/run.sh ${SIZES[*]}\`"
-  echo
-  echo "Replication: from the first CT_NEW in A to B's cache holding N (includes the fill time,"
-  echo "the same for both). Lag: from the end of the fill to B holding N. Commit: B's kernel"
-  echo "empty, until the command returns and the kernel holds the entries. CPU over the"
-  echo "replication step; RSS of the standby before and after (per entry = delta / N)."
-  echo
-  echo "| N | daemon | replication | lag | commit | CPU | standby RSS | notes |"
-  echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
-  printf '%s\n' "${ROWS[@]}"
-  echo
-  echo "## Replication under churn"
-  echo
-  echo "\`ct_fill churn $CHURN_LIVE $CHURN_SECS\` in A: $CHURN_LIVE entries, then the oldest 256 replaced by"
-  echo "256 new ones, batch after batch, for $CHURN_SECS s (each replacement is a DESTROY and a NEW event)."
-  echo "Events: creates + deletes. Until equal: from the start of the churn to B's cache"
-  echo "holding exactly A's table (igw: entries_cached; conntrackd: external cache), polled"
-  echo "every 50 ms; rate = events / that time. Pinned as on two machines: the generator and A's daemon"
-  echo "on CPU 0, B's daemon on CPU 1 (the sizes above run unpinned)."
-  echo
-  echo "| daemon | generator | events | until equal | replicated | B vs A at the end | CPU, notes |"
-  echo "| --- | --- | --- | --- | --- | --- | --- |"
-  printf '%s\n' "${CROWS[@]}"
-  echo
-  echo "## Bulk transfer of a whole table (the daemons alone)"
-  echo
-  echo "A's table holds $RESYNC_N entries before the transfer; no generator runs. igw: B's daemon up, then A's"
-  echo "daemon starts and sends its session-start resync (dump, frames, acks); conntrackd: both up, A's"
-  echo "internal cache filled from its start-up dump, then \`conntrackd -B\` on A. Until: B's cache holds them"
-  echo "all (polled every 50 ms). Pinned as above."
-  echo
-  echo "| daemon | entries | in B's cache before | until all in B | replicated | B's cache at the end | CPU |"
-  echo "| --- | --- | --- | --- | --- | --- | --- |"
-  printf '%s\n' "${RROWS[@]}"
-} >bench/conntrack/RESULTS.md.new
-mv bench/conntrack/RESULTS.md.new bench/conntrack/RESULTS.md
-echo "written bench/conntrack/RESULTS.md"
+  echo "- command: \`${SECTIONS_SET:+SECTIONS=\"${SECTIONS# }\" }bench/conntrack/run.sh${ARGS:+ $ARGS}\`${RESYNC_SET:+ with RESYNC_N=$RESYNC_N}"
+}
+SECTIONS_SET=1; RESYNC_SET=""; [ "${RESYNC_N}" != 500000 ] && RESYNC_SET=1
+SECTIONS="${SECTIONS% }"
+OUT=$WORK/sections; mkdir -p "$OUT"
+if [ ${#ROWS[@]} -gt 0 ]; then
+  {
+    echo "## Replication and commit of N entries"
+    echo
+    meta
+    echo
+    echo "Replication: from the first CT_NEW in A to B's cache holding N (includes the fill time,"
+    echo "the same for both). Lag: from the end of the fill to B holding N. Commit: B's kernel"
+    echo "empty, until the command returns and the kernel holds the entries. CPU over the"
+    echo "replication step; RSS of the standby before and after (per entry = delta / N)."
+    echo
+    echo "| N | daemon | replication | lag | commit | CPU | standby RSS | notes |"
+    echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
+    printf '%s\n' "${ROWS[@]}"
+  } >"$OUT/sizes"
+fi
+if [ ${#CROWS[@]} -gt 0 ]; then
+  {
+    echo "## Replication under churn"
+    echo
+    meta
+    echo
+    echo "\`ct_fill churn $CHURN_LIVE $CHURN_SECS\` in A: $CHURN_LIVE entries, then the oldest 256 replaced by"
+    echo "256 new ones, batch after batch, for $CHURN_SECS s (each replacement is a DESTROY and a NEW event)."
+    echo "Events: creates + deletes. Until equal: from the start of the churn to B's cache"
+    echo "holding exactly A's table (igw: entries_cached; conntrackd: external cache), polled"
+    echo "every 50 ms; rate = events / that time. Pinned as on two machines: the generator and A's daemon"
+    echo "on CPU 0, B's daemon on CPU 1 (the sizes above run unpinned). CPU per 100k: each daemon's"
+    echo "CPU-seconds (user + system, its own process only: the kernel's work of building the events"
+    echo "is the generator's) over the run, per 100k events."
+    echo
+    echo "| daemon | generator | events | until equal | replicated | B vs A at the end | CPU-s per 100k events | CPU, notes |"
+    echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
+    printf '%s\n' "${CROWS[@]}"
+  } >"$OUT/churn"
+fi
+if [ ${#RROWS[@]} -gt 0 ]; then
+  {
+    echo "## Bulk transfer of a whole table (the daemons alone)"
+    echo
+    meta
+    echo
+    echo "A's table holds $RESYNC_N entries before the transfer; no generator runs. igw: B's daemon up, then A's"
+    echo "daemon starts and sends its session-start resync (kernel dump streamed into frames, acks);"
+    echo "conntrackd: both up, A's internal cache filled from its start-up dump, then \`conntrackd -B\` on A."
+    echo "Until: B's cache holds them all (polled every 50 ms). Pinned as above. CPU: the whole run of"
+    echo "each daemon (each A side includes one kernel dump: igw's in its resync, conntrackd's at its"
+    echo "start-up), per 100k entries; for B also over the transfer alone (from just before A's daemon"
+    echo "starts, or just before \`-B\`, to the end: without its own start-up). RSS: the standby's,"
+    echo "before and after."
+    echo
+    echo "| daemon | entries | in B's cache before | until all in B | replicated | B's cache at the end | CPU-s per 100k entries | CPU | standby RSS | notes |"
+    echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    printf '%s\n' "${RROWS[@]}"
+  } >"$OUT/bulk"
+fi
+python3 - bench/conntrack/RESULTS.md "$OUT" <<'PY'
+import os, re, sys
+path, out = sys.argv[1], sys.argv[2]
+text = open(path).read() if os.path.exists(path) else "# conntrack-sync vs conntrackd (FTFW) — results\n"
+for name in ("sizes", "churn", "bulk"):
+    f = os.path.join(out, name)
+    if not os.path.exists(f):
+        continue
+    body = open(f).read().rstrip("\n")
+    begin, end = f"<!-- section:{name} (written by run.sh) -->", f"<!-- /section:{name} -->"
+    block = f"{begin}\n{body}\n{end}"
+    if begin in text and end in text:
+        text = text[: text.index(begin)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+open(path + ".new", "w").write(text)
+os.replace(path + ".new", path)
+PY
+echo "written bench/conntrack/RESULTS.md (sections:$SECTIONS)"

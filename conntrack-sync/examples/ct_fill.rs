@@ -9,6 +9,9 @@
 //! the kernel takes them (DESTROY + NEW events), and ends with `live` entries in the table;
 //! prints `churn created <c> deleted <d> in <seconds> live <live> failed <f>`.
 //!
+//! `ct_fill dump`: dumps the namespace's table once with the decoder the sync daemon uses,
+//! and prints `dumped <n> in <seconds>`: the floor of a session-start resync's time.
+//!
 //! Entry i: 198.18.0.0/16 host (i % 60000 + 1):(10000 + i / 60000) -> 203.0.113.(10 +
 //! i / 60000):5000, SNAT to <pool>:(1024 + i % 60000), so every reply tuple is unique
 //! (i < 14.7M).
@@ -135,6 +138,15 @@ fn main() {
     if args.peek().map(String::as_str) == Some("churn") {
         args.next();
         return churn(args);
+    }
+    if args.peek().map(String::as_str) == Some("dump") {
+        let started = Instant::now();
+        let mut n = 0u64;
+        CtSocket::open()
+            .and_then(|mut s| s.dump_each(|_| n += 1))
+            .expect("ctnetlink");
+        println!("dumped {n} in {:.3}", started.elapsed().as_secs_f64());
+        return;
     }
     let count: u32 = args
         .next()

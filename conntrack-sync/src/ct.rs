@@ -135,10 +135,12 @@ impl Tuple {
             other: Vec::new(),
         };
         let mut proto = None;
-        for (kind, v) in nla::parse(buf)? {
+        for a in nla::iter(buf) {
+            let (kind, v) = a?;
             match kind & !NLA_F_NESTED {
                 CTA_TUPLE_IP => {
-                    for (k, a) in nla::parse(v)? {
+                    for a in nla::iter(v) {
+                        let (k, a) = a?;
                         match k {
                             CTA_IP_V4_SRC => src = Some(ip4(a)?),
                             CTA_IP_V4_DST => dst = Some(ip4(a)?),
@@ -149,7 +151,8 @@ impl Tuple {
                     }
                 }
                 CTA_TUPLE_PROTO => {
-                    for (k, a) in nla::parse(v)? {
+                    for a in nla::iter(v) {
+                        let (k, a) = a?;
                         match k {
                             CTA_PROTO_NUM => proto = Some(nla::u8v(a)?),
                             CTA_PROTO_SRC_PORT => t.src_port = Some(nla::be16(a)?),
@@ -255,10 +258,12 @@ pub struct ProtoInfo {
 impl ProtoInfo {
     fn parse(buf: &[u8]) -> Result<Self, DecodeError> {
         let mut p = ProtoInfo::default();
-        for (kind, v) in nla::parse(buf)? {
+        for a in nla::iter(buf) {
+            let (kind, v) = a?;
             if kind & !NLA_F_NESTED == CTA_PROTOINFO_TCP {
                 let mut t = TcpInfo::default();
-                for (k, a) in nla::parse(v)? {
+                for a in nla::iter(v) {
+                    let (k, a) = a?;
                     match k {
                         CTA_PROTOINFO_TCP_STATE => t.state = Some(nla::u8v(a)?),
                         CTA_PROTOINFO_TCP_WSCALE_ORIGINAL => t.wscale_orig = Some(nla::u8v(a)?),
@@ -321,7 +326,8 @@ pub struct NatRange {
 impl NatRange {
     fn parse(buf: &[u8]) -> Result<Self, DecodeError> {
         let (mut min, mut max, mut ports) = (None, None, None);
-        for (kind, v) in nla::parse(buf)? {
+        for a in nla::iter(buf) {
+            let (kind, v) = a?;
             match kind & !NLA_F_NESTED {
                 CTA_NAT_V4_MINIP => min = Some(ip4(v)?),
                 CTA_NAT_V4_MAXIP => max = Some(ip4(v)?),
@@ -329,7 +335,8 @@ impl NatRange {
                 CTA_NAT_V6_MAXIP => max = Some(ip6(v)?),
                 CTA_NAT_PROTO => {
                     let (mut lo, mut hi) = (None, None);
-                    for (k, a) in nla::parse(v)? {
+                    for a in nla::iter(v) {
+                        let (k, a) = a?;
                         match k {
                             CTA_PROTONAT_PORT_MIN => lo = Some(nla::be16(a)?),
                             CTA_PROTONAT_PORT_MAX => hi = Some(nla::be16(a)?),
@@ -559,6 +566,33 @@ pub struct CtKey {
     pub orig: Tuple,
 }
 
+impl CtKey {
+    /// Appends the key as attributes (the original tuple, and the zone unless 0): what
+    /// a deletion carries between nodes.
+    pub fn emit(&self, out: &mut Vec<u8>) {
+        nla::put_nested(out, CTA_TUPLE_ORIG, |b| self.orig.emit(b));
+        if self.zone != 0 {
+            nla::put(out, CTA_ZONE, &self.zone.to_be_bytes());
+        }
+    }
+
+    /// Decodes a key written by [`CtKey::emit`] (or any entry's attributes: only the
+    /// original tuple and the zone are read, the rest is skipped); `None` without an
+    /// original tuple.
+    pub fn decode(buf: &[u8]) -> Result<Option<Self>, DecodeError> {
+        let (mut orig, mut zone) = (None, 0);
+        for a in nla::iter(buf) {
+            let (kind, v) = a?;
+            match kind & !NLA_F_NESTED {
+                CTA_TUPLE_ORIG => orig = Some(Tuple::parse(v)?),
+                CTA_ZONE => zone = nla::be16(v)?,
+                _ => {}
+            }
+        }
+        Ok(orig.map(|orig| CtKey { zone, orig }))
+    }
+}
+
 impl CtEntry {
     /// Builds the entry from a dump or event message; `None` when the tuples are missing
     /// (e.g. a DESTROY event carries them, a stats message does not).
@@ -591,6 +625,88 @@ impl CtEntry {
         e.orig = orig?;
         e.reply = reply?;
         Some(e)
+    }
+
+    /// Decodes the entry straight from the attributes of a ctnetlink message body (after
+    /// `struct nfgenmsg`) or a sync batch item, in one pass and without the intermediate
+    /// [`CtAttr`] list: the same result as `from_attrs(&parse_attrs(buf)?)`, errors
+    /// included (attributes it does not keep are still checked), at a fraction of the
+    /// cost. This is the replication path's decoder (dump, events, sync frames).
+    pub fn decode(buf: &[u8]) -> Result<Option<Self>, DecodeError> {
+        let mut orig = None;
+        let mut reply = None;
+        let mut e = CtEntry {
+            orig: Tuple::placeholder(),
+            reply: Tuple::placeholder(),
+            status: 0,
+            timeout: 0,
+            mark: 0,
+            zone: 0,
+            protoinfo: None,
+            labels: None,
+        };
+        for a in nla::iter(buf) {
+            let (kind, v) = a?;
+            match kind & !NLA_F_NESTED {
+                CTA_TUPLE_ORIG => orig = Some(Tuple::parse(v)?),
+                CTA_TUPLE_REPLY => reply = Some(Tuple::parse(v)?),
+                CTA_STATUS => e.status = nla::be32(v)?,
+                CTA_PROTOINFO => e.protoinfo = Some(ProtoInfo::parse(v)?),
+                CTA_NAT_SRC | CTA_NAT_DST => {
+                    NatRange::parse(v)?;
+                }
+                CTA_TIMEOUT => e.timeout = nla::be32(v)?,
+                CTA_MARK => e.mark = nla::be32(v)?,
+                CTA_USE | CTA_ID => {
+                    nla::be32(v)?;
+                }
+                CTA_ZONE => e.zone = nla::be16(v)?,
+                CTA_LABELS => e.labels = Some(v.to_vec()),
+                _ => {}
+            }
+        }
+        let (Some(o), Some(r)) = (orig, reply) else {
+            return Ok(None);
+        };
+        e.orig = o;
+        e.reply = r;
+        Ok(Some(e))
+    }
+
+    /// Appends the replicated state as attributes: the bytes of
+    /// `emit_attrs(&self.attrs(), out)`, without building the list.
+    pub fn emit(&self, out: &mut Vec<u8>) {
+        nla::put_nested(out, CTA_TUPLE_ORIG, |b| self.orig.emit(b));
+        nla::put_nested(out, CTA_TUPLE_REPLY, |b| self.reply.emit(b));
+        nla::put(out, CTA_STATUS, &self.status.to_be_bytes());
+        nla::put(out, CTA_TIMEOUT, &self.timeout.to_be_bytes());
+        if self.mark != 0 {
+            nla::put(out, CTA_MARK, &self.mark.to_be_bytes());
+        }
+        if self.zone != 0 {
+            nla::put(out, CTA_ZONE, &self.zone.to_be_bytes());
+        }
+        if let Some(p) = &self.protoinfo {
+            nla::put_nested(out, CTA_PROTOINFO, |b| p.emit(b));
+        }
+        if let Some(l) = &self.labels {
+            nla::put(out, CTA_LABELS, l);
+        }
+    }
+
+    /// Plain tuples of one family and protocol, TCP protoinfo or none, no labels: an entry
+    /// that fixed-size forms (the sync protocol's compact item, the standby's cache slot)
+    /// hold exactly.
+    pub fn is_plain(&self) -> bool {
+        self.orig.is_plain()
+            && self.reply.is_plain()
+            && self.orig.src.is_ipv4() == self.reply.src.is_ipv4()
+            && self.orig.proto == self.reply.proto
+            && self.labels.is_none()
+            && match &self.protoinfo {
+                None => true,
+                Some(p) => p.tcp.is_some() && p.other.is_empty(),
+            }
     }
 
     pub fn key(&self) -> CtKey {
@@ -754,6 +870,19 @@ impl ProtoInfo {
 }
 
 impl Tuple {
+    /// Ports in both directions and nothing else optional (no ICMP fields, no
+    /// directional zone, no attribute this codec does not model): the tuples of nearly every
+    /// entry, which fixed-size forms can hold exactly.
+    pub fn is_plain(&self) -> bool {
+        self.src_port.is_some()
+            && self.dst_port.is_some()
+            && self.icmp_id.is_none()
+            && self.icmp_type.is_none()
+            && self.icmp_code.is_none()
+            && self.zone.is_none()
+            && self.other.is_empty()
+    }
+
     fn placeholder() -> Self {
         Tuple {
             src: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
@@ -979,6 +1108,51 @@ mod tests {
         let mut a = Vec::new();
         emit_attrs(&e.attrs(), &mut a);
         assert_eq!(CtEntry::from_attrs(&parse_attrs(&a).unwrap()), Some(e));
+    }
+
+    /// The one-pass decoder and encoder agree with the attribute-list ones, on captures
+    /// and on the replicated encoding, errors included.
+    #[test]
+    fn one_pass_codec_matches_the_attribute_list() {
+        let slow = |b: &[u8]| parse_attrs(b).map(|a| CtEntry::from_attrs(&a));
+        for cap in [TCP_SNAT, UDP_SNAT] {
+            let bytes = hex(cap);
+            let body = &split_messages(&bytes).unwrap()[0].1[4..];
+            let e = CtEntry::decode(body).unwrap().unwrap();
+            assert_eq!(slow(body), Ok(Some(e.clone())));
+            let mut fast = Vec::new();
+            e.emit(&mut fast);
+            let mut listed = Vec::new();
+            emit_attrs(&e.attrs(), &mut listed);
+            assert_eq!(fast, listed);
+            assert_eq!(CtEntry::decode(&fast), Ok(Some(e.clone())));
+            // Every truncation: the same outcome from both.
+            for cut in 0..body.len() {
+                assert_eq!(
+                    CtEntry::decode(&body[..cut]),
+                    slow(&body[..cut]),
+                    "cut {cut}"
+                );
+            }
+        }
+        let mut e = CtEntry::decode(&split_messages(&hex(TCP_SNAT)).unwrap()[0].1[4..])
+            .unwrap()
+            .unwrap();
+        e.mark = 9;
+        e.zone = 4;
+        e.labels = Some(vec![1; 16]);
+        let (mut fast, mut listed) = (Vec::new(), Vec::new());
+        e.emit(&mut fast);
+        emit_attrs(&e.attrs(), &mut listed);
+        assert_eq!(fast, listed);
+        assert_eq!(CtEntry::decode(&fast), Ok(Some(e)));
+        // No tuples (a stats message): no entry; a bad NAT range: the same error.
+        let mut b = Vec::new();
+        nla::put(&mut b, CTA_STATUS, &1u32.to_be_bytes());
+        assert_eq!(CtEntry::decode(&b), Ok(None));
+        nla::put_nested(&mut b, CTA_NAT_SRC, |b| nla::put(b, 77, &[1]));
+        assert_eq!(CtEntry::decode(&b), slow(&b));
+        assert!(CtEntry::decode(&b).is_err());
     }
 
     #[test]

@@ -172,6 +172,7 @@ impl Metrics {
             "bad_mac",
             "replayed",
             "malformed",
+            "version",
             "cache_full",
             "handshake",
         ] {
@@ -390,7 +391,7 @@ fn event_thread(mut sock: CtSocket, sh: Arc<Shared>) {
                 continue;
             }
             p.push(match ev.kind {
-                EventKind::Destroy => Update::Delete(ev.entry),
+                EventKind::Destroy => Update::Delete(ev.entry.key()),
                 EventKind::New | EventKind::Update => Update::Upsert(ev.entry),
             });
         }
@@ -571,7 +572,10 @@ async fn session(
     let raw = tokio::time::timeout(Duration::from_secs(3), read_frame(&mut r))
         .await
         .map_err(|_| "peer sent no hello".to_string())?
-        .map_err(|e| e.to_string())?
+        .map_err(|e| {
+            sh.m.drop(drop_reason(&e));
+            e.to_string()
+        })?
         .ok_or("peer closed before hello")?;
     let peer_nonce = match proto::decode(&raw, key, &[0; NONCE_LEN]) {
         Ok(Frame {
@@ -627,22 +631,16 @@ async fn session(
         {
             break Err(e);
         }
-        // Flush everything pending, in frames of `batch` updates.
-        let mut failed = None;
-        loop {
-            let items = {
-                let mut p = sh.pending.lock().unwrap_or_else(|e| e.into_inner());
-                p.take(sh.cfg.batch)
-            };
-            if items.is_empty() {
-                break;
-            }
-            if let Err(e) = send_batch(sh, &mut w, session_id, &mut seq, &peer_nonce, items).await {
-                failed = Some(e);
-                break;
-            }
-        }
-        if let Some(e) = failed {
+        // Flush everything pending, in frames of `batch` updates, written together.
+        let items = sh
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take_all();
+        if !items.is_empty()
+            && let Err(e) =
+                send_batches(sh, &mut w, session_id, &mut seq, &peer_nonce, &items).await
+        {
             break Err(e);
         }
         tokio::select! {
@@ -660,30 +658,55 @@ async fn session(
     result
 }
 
-async fn send_batch(
+/// Bytes of encoded frames gathered before one write to the stream.
+const WRITE_CHUNK: usize = 256 << 10;
+
+/// Encodes `items` into frames of `batch` updates (seq numbers from `seq`, send times
+/// recorded for the lag), appending to `out`; calls `flush` whenever `out` holds
+/// `WRITE_CHUNK` bytes or more.
+fn encode_batches<E>(
+    sh: &Shared,
+    session: u64,
+    seq: &mut u64,
+    nonce: &[u8; NONCE_LEN],
+    items: &[Update],
+    out: &mut Vec<u8>,
+    mut flush: impl FnMut(&mut Vec<u8>) -> Result<(), E>,
+) -> Result<(), E> {
+    for chunk in items.chunks(sh.cfg.batch.max(1)) {
+        *seq += 1;
+        proto::encode_batch(session, *seq, chunk, &sh.cfg.key, nonce, out);
+        sh.sent_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back((*seq, Instant::now()));
+        sh.m.frames_sent.inc();
+        sh.m.updates_sent.inc_by(chunk.len() as u64);
+        if out.len() >= WRITE_CHUNK {
+            flush(out)?;
+        }
+    }
+    Ok(())
+}
+
+async fn send_batches(
     sh: &Shared,
     w: &mut (impl AsyncWriteExt + Unpin),
     session: u64,
     seq: &mut u64,
     nonce: &[u8; NONCE_LEN],
-    items: Vec<Update>,
+    items: &[Update],
 ) -> Result<(), String> {
-    *seq += 1;
-    let n = items.len() as u64;
-    let f = Frame {
-        session,
-        seq: *seq,
-        body: Body::Batch(items),
-    };
-    sh.sent_at
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push_back((*seq, Instant::now()));
-    write_frame(w, &f, &sh.cfg.key, nonce)
-        .await
-        .map_err(|e| e.to_string())?;
-    sh.m.frames_sent.inc();
-    sh.m.updates_sent.inc_by(n);
+    let mut out = Vec::new();
+    let mut chunks = Vec::new();
+    encode_batches(sh, session, seq, nonce, items, &mut out, |b| {
+        chunks.push(std::mem::take(b));
+        Ok::<(), String>(())
+    })?;
+    chunks.push(out);
+    for c in chunks {
+        w.write_all(&c).await.map_err(|e| e.to_string())?;
+    }
     Ok(())
 }
 
@@ -698,31 +721,66 @@ async fn resync(
     sh.pending
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .take(usize::MAX);
-    let entries = tokio::task::spawn_blocking(|| CtSocket::open()?.dump())
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-    let entries: Vec<_> = entries
-        .into_iter()
-        .filter(|e| sh.cfg.filter.accepts(e))
-        .collect();
+        .take_all();
     let again = sh.resyncs_done.fetch_add(1, Ordering::Relaxed) > 0;
     *seq += 1;
     let begin = Frame {
         session,
         seq: *seq,
-        body: Body::ResyncBegin,
+        body: Body::ResyncBegin {
+            entries: table_count().unwrap_or(0),
+        },
     };
     write_frame(w, &begin, &sh.cfg.key, nonce)
         .await
         .map_err(|e| e.to_string())?;
-    let n = entries.len() as u64;
-    let mut it = entries.into_iter().peekable();
-    while it.peek().is_some() {
-        let items: Vec<Update> = it.by_ref().take(sh.cfg.batch).map(Update::Upsert).collect();
-        send_batch(sh, w, session, seq, nonce, items).await?;
+    // The dump streams into frames as the kernel hands it over (a blocking thread reads
+    // and encodes; this task writes), so the peer applies the first entries while the
+    // rest is still being dumped, and the table is never held whole here.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+    let (sh2, nonce2, first) = (sh.clone(), *nonce, *seq);
+    let dumper = tokio::task::spawn_blocking(move || -> Result<(u64, u64), String> {
+        let mut seq = first;
+        let mut n = 0u64;
+        let batch = sh2.cfg.batch.max(1);
+        let mut items = Vec::with_capacity(batch);
+        let mut out = Vec::with_capacity(WRITE_CHUNK + (64 << 10));
+        let send = |b: &mut Vec<u8>| {
+            let full = std::mem::replace(b, Vec::with_capacity(WRITE_CHUNK + (64 << 10)));
+            tx.blocking_send(full)
+                .map_err(|_| "sync session ended".to_string())
+        };
+        let mut failed = Ok(());
+        CtSocket::open()
+            .and_then(|mut s| {
+                s.dump_each(|e| {
+                    if failed.is_err() || !sh2.cfg.filter.accepts(&e) {
+                        return;
+                    }
+                    items.push(Update::Upsert(e));
+                    if items.len() == batch {
+                        n += items.len() as u64;
+                        failed = encode_batches(
+                            &sh2, session, &mut seq, &nonce2, &items, &mut out, send,
+                        );
+                        items.clear();
+                    }
+                })
+            })
+            .map_err(|e| e.to_string())?;
+        failed?;
+        n += items.len() as u64;
+        encode_batches(&sh2, session, &mut seq, &nonce2, &items, &mut out, send)?;
+        if !out.is_empty() {
+            send(&mut out)?;
+        }
+        Ok((seq, n))
+    });
+    while let Some(chunk) = rx.recv().await {
+        w.write_all(&chunk).await.map_err(|e| e.to_string())?;
     }
+    let (last, n) = dumper.await.map_err(|e| e.to_string())??;
+    *seq = last;
     *seq += 1;
     let end = Frame {
         session,
@@ -740,6 +798,26 @@ async fn resync(
     sh.last_resync_unix.store(unix_now(), Ordering::Relaxed);
     info!(entries = n, "resync sent");
     Ok(())
+}
+
+/// Entries in this namespace's conntrack table (all of them, replicated or not): the
+/// size hint of a resync.
+fn table_count() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_count")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The counter a refused frame goes to.
+fn drop_reason(e: &FrameError) -> &'static str {
+    match e {
+        FrameError::BadMac => "bad_mac",
+        FrameError::Replayed { .. } => "replayed",
+        FrameError::Version { .. } => "version",
+        FrameError::Malformed(_) => "malformed",
+    }
 }
 
 /// The standby's side: authenticated sessions from the peer fill the cache.
@@ -761,12 +839,15 @@ async fn accept_peers(l: TcpListener, sh: Arc<Shared>) {
 
 async fn receive(stream: TcpStream, sh: &Arc<Shared>) -> Result<(), String> {
     let key = &sh.cfg.key;
-    let (mut r, mut w) = stream.into_split();
+    let (r, mut w) = stream.into_split();
+    // Frames are read out of a large buffer (a burst costs a few reads, not two per
+    // frame), and acknowledged once per burst: an ack covers every frame up to its seq.
+    let mut r = BufReader::with_capacity(RECV_CHUNK, r);
     let raw = tokio::time::timeout(Duration::from_secs(3), read_frame(&mut r))
         .await
         .map_err(|_| "no hello".to_string())?
         .map_err(|e| {
-            sh.m.drop("malformed");
+            sh.m.drop(drop_reason(&e));
             e.to_string()
         })?
         .ok_or("closed before hello")?;
@@ -784,7 +865,7 @@ async fn receive(stream: TcpStream, sh: &Arc<Shared>) -> Result<(), String> {
             return Err("hello failed authentication".into());
         }
         Err(e) => {
-            sh.m.drop("malformed");
+            sh.m.drop(drop_reason(&e));
             return Err(e.to_string());
         }
     };
@@ -816,7 +897,7 @@ async fn receive(stream: TcpStream, sh: &Arc<Shared>) -> Result<(), String> {
             Ok(None) => return Ok(()),
             Err(e) => {
                 // The framing is lost: nothing after this can be trusted to line up.
-                sh.m.drop("malformed");
+                sh.m.drop(drop_reason(&e));
                 return Err(e.to_string());
             }
         };
@@ -850,11 +931,11 @@ async fn receive(stream: TcpStream, sh: &Arc<Shared>) -> Result<(), String> {
                 drop(c);
                 sh.ring_inject();
             }
-            Body::ResyncBegin => {
+            Body::ResyncBegin { entries } => {
                 sh.cache
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .begin_resync();
+                    .begin_resync(usize::try_from(entries).unwrap_or(usize::MAX));
             }
             Body::ResyncEnd => {
                 let mut c = sh.cache.lock().unwrap_or_else(|e| e.into_inner());
@@ -867,6 +948,10 @@ async fn receive(stream: TcpStream, sh: &Arc<Shared>) -> Result<(), String> {
             }
             Body::Hello { .. } | Body::Ack { .. } => continue,
         }
+        // More frames already buffered: their ack will cover this one.
+        if matches!(proto::frame_len(r.buffer()), Ok(Some(n)) if n <= r.buffer().len()) {
+            continue;
+        }
         my_seq += 1;
         let ack = Frame {
             session: session_id,
@@ -878,6 +963,9 @@ async fn receive(stream: TcpStream, sh: &Arc<Shared>) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
     }
 }
+
+/// Receive buffer of a sync session on the standby.
+const RECV_CHUNK: usize = 256 << 10;
 
 /// Commits the cache into the kernel; blocking until done. With direct inject only what
 /// the kernel lacks (never written, an older version, or near expiry) is written, unless

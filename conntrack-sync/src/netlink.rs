@@ -8,8 +8,8 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
 
 use crate::DecodeError;
 use crate::ct::{
-    self, CtEntry, CtMessage, IPCTNL_MSG_CT_DELETE, IPCTNL_MSG_CT_NEW, NLM_F_CREATE, NLM_F_EXCL,
-    NLMSG_DONE, NLMSG_ERROR,
+    self, CtEntry, IPCTNL_MSG_CT_DELETE, IPCTNL_MSG_CT_NEW, NLM_F_CREATE, NLM_F_EXCL, NLMSG_DONE,
+    NLMSG_ERROR,
 };
 use crate::state::Injection;
 
@@ -43,6 +43,9 @@ pub struct CtSocket {
     sock: Arc<Socket>,
     seq: u32,
     buf: Vec<u8>,
+    /// Event sockets: `EVENT_BATCH` datagram slots for recvmmsg(2), and their lengths.
+    slots: Vec<u8>,
+    lens: Vec<usize>,
 }
 
 impl std::fmt::Debug for CtSocket {
@@ -52,6 +55,11 @@ impl std::fmt::Debug for CtSocket {
 }
 
 const RECV_BUF: usize = 1 << 20;
+/// Event datagrams taken per recvmmsg(2): the kernel sends each event in a datagram of its
+/// own, and one system call per event was the largest part of the active's cost per event.
+const EVENT_BATCH: usize = 64;
+/// Room for one event datagram (an event message is a few hundred bytes).
+const EVENT_SLOT: usize = 8192;
 
 impl CtSocket {
     /// A socket for requests (dump, commit).
@@ -65,6 +73,8 @@ impl CtSocket {
             sock: Arc::new(sock),
             seq: 1,
             buf: Vec::with_capacity(RECV_BUF),
+            slots: Vec::new(),
+            lens: Vec::new(),
         })
     }
 
@@ -80,7 +90,9 @@ impl CtSocket {
         Ok(CtSocket {
             sock: Arc::new(sock),
             seq: 1,
-            buf: Vec::with_capacity(RECV_BUF),
+            buf: Vec::new(),
+            slots: vec![0; EVENT_BATCH * EVENT_SLOT],
+            lens: Vec::with_capacity(EVENT_BATCH),
         })
     }
 
@@ -134,6 +146,13 @@ impl CtSocket {
     /// Dumps the whole table as entries.
     pub fn dump(&mut self) -> Result<Vec<CtEntry>, NlError> {
         let mut out = Vec::new();
+        self.dump_each(|e| out.push(e))?;
+        Ok(out)
+    }
+
+    /// Dumps the whole table, handing each entry to `f` as its datagram is read: the
+    /// resync streams the dump into frames instead of holding the table first.
+    pub fn dump_each(&mut self, mut f: impl FnMut(CtEntry)) -> Result<(), NlError> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
         self.sock
@@ -142,7 +161,7 @@ impl CtSocket {
             self.recv()?;
             for (h, body) in ct::split_messages(&self.buf)? {
                 match h.kind {
-                    NLMSG_DONE => return Ok(out),
+                    NLMSG_DONE => return Ok(()),
                     NLMSG_ERROR => {
                         let code = ct::error_code(body)?;
                         if code != 0 {
@@ -150,9 +169,8 @@ impl CtSocket {
                         }
                     }
                     _ => {
-                        let m = CtMessage::parse(h, body)?;
-                        if let Some(e) = CtEntry::from_attrs(&m.attrs) {
-                            out.push(e);
+                        if let Some(e) = CtEntry::decode(nfgen_attrs(body)?)? {
+                            f(e);
                         }
                     }
                 }
@@ -160,45 +178,112 @@ impl CtSocket {
         }
     }
 
-    /// Waits for the next datagram of events and appends them to `out`.
+    /// Waits for the next datagram of events, takes the ones queued behind it (up to
+    /// `EVENT_BATCH` in all, one system call) and appends their events to `out`.
     pub fn recv_events(&mut self, out: &mut Vec<Event>) -> Result<(), NlError> {
-        self.recv()?;
-        self.parse_events(out)
+        self.recv_many(libc::MSG_WAITFORONE)?;
+        self.parse_slots(out)
     }
 
-    /// Appends the events of one more datagram if one is already queued; `Ok(false)` if
-    /// none is. Lets the reader drain a burst before handing it on, so a burst of events
-    /// becomes a few full frames instead of one small frame per event.
+    /// Appends the events of the datagrams already queued (up to `EVENT_BATCH`);
+    /// `Ok(false)` if none is. Lets the reader drain a burst before handing it on, so a
+    /// burst of events becomes a few full frames instead of one small frame per event.
     pub fn try_recv_events(&mut self, out: &mut Vec<Event>) -> Result<bool, NlError> {
-        self.buf.clear();
-        match self.sock.recv(&mut self.buf, libc::MSG_DONTWAIT) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => return Err(NlError::Overrun),
-            Err(e) => return Err(e.into()),
+        if self.recv_many(libc::MSG_DONTWAIT)? == 0 {
+            return Ok(false);
         }
-        self.parse_events(out)?;
+        self.parse_slots(out)?;
         Ok(true)
     }
 
-    fn parse_events(&mut self, out: &mut Vec<Event>) -> Result<(), NlError> {
-        for (h, body) in ct::split_messages(&self.buf)? {
-            let m = CtMessage::parse(h, body)?;
-            let kind = match m.ct_type() {
-                Some(IPCTNL_MSG_CT_NEW) if h.flags & (NLM_F_CREATE | NLM_F_EXCL) != 0 => {
-                    EventKind::New
-                }
-                Some(IPCTNL_MSG_CT_NEW) => EventKind::Update,
-                Some(IPCTNL_MSG_CT_DELETE) => EventKind::Destroy,
-                _ => continue,
-            };
-            if let Some(entry) = CtEntry::from_attrs(&m.attrs) {
-                out.push(Event { kind, entry });
+    fn parse_slots(&mut self, out: &mut Vec<Event>) -> Result<(), NlError> {
+        // Every datagram is parsed even if one fails: the error is reported after.
+        let mut failed = Ok(());
+        for (i, &len) in self.lens.iter().enumerate() {
+            let at = i * EVENT_SLOT;
+            if let Err(e) = parse_events(&self.slots[at..at + len], out) {
+                failed = Err(e);
             }
         }
-        Ok(())
+        failed
     }
 
+    /// recvmmsg(2) into the slots; the number of datagrams (0: none queued, with
+    /// MSG_DONTWAIT). A truncated datagram lost events: reported as an overrun, so that the
+    /// sender resyncs.
+    #[expect(
+        unsafe_code,
+        reason = "recvmmsg(2) has no safe wrapper in netlink-sys, socket2 or libc"
+    )]
+    fn recv_many(&mut self, flags: libc::c_int) -> Result<usize, NlError> {
+        use std::os::fd::AsRawFd;
+        self.lens.clear();
+        if self.slots.len() < EVENT_BATCH * EVENT_SLOT {
+            self.slots.resize(EVENT_BATCH * EVENT_SLOT, 0);
+        }
+        let base = self.slots.as_mut_ptr();
+        // SAFETY: all-zero iovec/mmsghdr are valid values (null pointers, zero lengths).
+        let mut iov: [libc::iovec; EVENT_BATCH] = unsafe { std::mem::zeroed() };
+        let mut hdrs: [libc::mmsghdr; EVENT_BATCH] = unsafe { std::mem::zeroed() };
+        for (i, (v, h)) in iov.iter_mut().zip(hdrs.iter_mut()).enumerate() {
+            // SAFETY: slot i lies inside `slots` (EVENT_BATCH * EVENT_SLOT bytes).
+            v.iov_base = unsafe { base.add(i * EVENT_SLOT) }.cast();
+            v.iov_len = EVENT_SLOT;
+            h.msg_hdr.msg_iov = v;
+            h.msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: the fd is the live socket owned by `self.sock`; each header points at
+        // one iovec of this frame, each iovec at its own EVENT_SLOT bytes of `slots`, all
+        // alive and not otherwise borrowed until the call returns.
+        let n = unsafe {
+            libc::recvmmsg(
+                self.sock.as_raw_fd(),
+                hdrs.as_mut_ptr(),
+                EVENT_BATCH as libc::c_uint,
+                flags,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::EAGAIN) => Ok(0),
+                Some(libc::ENOBUFS) => Err(NlError::Overrun),
+                _ => Err(e.into()),
+            };
+        }
+        let n = n as usize;
+        for h in &hdrs[..n] {
+            if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                self.lens.clear();
+                return Err(NlError::Overrun);
+            }
+            self.lens.push((h.msg_len as usize).min(EVENT_SLOT));
+        }
+        Ok(n)
+    }
+}
+
+/// Appends the conntrack events of one datagram to `out`.
+fn parse_events(buf: &[u8], out: &mut Vec<Event>) -> Result<(), NlError> {
+    for (h, body) in ct::split_messages(buf)? {
+        if h.kind >> 8 != ct::NFNL_SUBSYS_CTNETLINK {
+            continue;
+        }
+        let kind = match (h.kind & 0xff) as u8 {
+            IPCTNL_MSG_CT_NEW if h.flags & (NLM_F_CREATE | NLM_F_EXCL) != 0 => EventKind::New,
+            IPCTNL_MSG_CT_NEW => EventKind::Update,
+            IPCTNL_MSG_CT_DELETE => EventKind::Destroy,
+            _ => continue,
+        };
+        if let Some(entry) = CtEntry::decode(nfgen_attrs(body)?)? {
+            out.push(Event { kind, entry });
+        }
+    }
+    Ok(())
+}
+
+impl CtSocket {
     /// Sends a datagram of `n` acked requests; returns (seq, errno) of each answer.
     fn exchange(&mut self, out: &[u8], n: usize) -> Result<Vec<(u32, i32)>, NlError> {
         self.sock.send(out, 0)?;
@@ -260,6 +345,11 @@ impl CtSocket {
         }
         Ok(result)
     }
+}
+
+/// The attributes of a ctnetlink message body, after its `struct nfgenmsg`.
+fn nfgen_attrs(body: &[u8]) -> Result<&[u8], DecodeError> {
+    body.get(4..).ok_or(DecodeError::Truncated("nfgenmsg"))
 }
 
 /// errno -> count of the refused items of an [`CtSocket::inject`] outcome.

@@ -28,22 +28,43 @@ pub fn align4(n: usize) -> usize {
 }
 
 /// Splits a buffer into attributes. Fails on a truncated header or a length past the end.
-pub fn parse(mut buf: &[u8]) -> Result<Vec<(u16, &[u8])>, DecodeError> {
-    let mut out = Vec::new();
-    while !buf.is_empty() {
+pub fn parse(buf: &[u8]) -> Result<Vec<(u16, &[u8])>, DecodeError> {
+    iter(buf).collect()
+}
+
+/// The attributes of a buffer one by one, without collecting them: the decoders on the
+/// replication path walk each message once and allocate nothing for its framing. Yields
+/// an error (and then stops) where [`parse`] would fail.
+pub fn iter(buf: &[u8]) -> Iter<'_> {
+    Iter { buf }
+}
+
+#[derive(Debug, Clone)]
+pub struct Iter<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = Result<(u16, &'a [u8]), DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let buf = self.buf;
+        if buf.is_empty() {
+            return None;
+        }
         if buf.len() < 4 {
-            return Err(DecodeError::Truncated("attribute header"));
+            self.buf = &[];
+            return Some(Err(DecodeError::Truncated("attribute header")));
         }
         let len = u16::from_ne_bytes([buf[0], buf[1]]) as usize;
         let kind = u16::from_ne_bytes([buf[2], buf[3]]);
         if len < 4 || len > buf.len() {
-            return Err(DecodeError::BadLength { kind, len });
+            self.buf = &[];
+            return Some(Err(DecodeError::BadLength { kind, len }));
         }
-        out.push((kind, &buf[4..len]));
-        let next = align4(len).min(buf.len());
-        buf = &buf[next..];
+        self.buf = &buf[align4(len).min(buf.len())..];
+        Some(Ok((kind, &buf[4..len])))
     }
-    Ok(out)
 }
 
 /// Appends one attribute with its padding.

@@ -1,13 +1,21 @@
 //! Pure state of replication: the filter that picks gateway traffic, the coalescer on the
 //! sending side, and the bounded cache on the standby. No I/O; time is passed in.
 
-use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 
+use foldhash::fast::RandomState;
+use hashbrown::HashTable;
 use ipnet::IpNet;
 
-use crate::ct::{CtEntry, CtKey, status};
+use crate::ct::{CtEntry, CtKey, ProtoInfo, TcpInfo, Tuple, status};
 use crate::proto::Update;
+
+// Every table here hashes peer-supplied tuples: foldhash, seeded at random per table (the
+// peer is authenticated, but a flood of crafted tuples must still not degrade the table),
+// several times faster than SipHash on these ~90-byte keys.
+type HashMap<K, V> = hashbrown::HashMap<K, V, RandomState>;
+type HashSet<K> = hashbrown::HashSet<K, RandomState>;
 
 /// Which entries are gateway traffic worth replicating.
 #[derive(Debug, Clone, Default)]
@@ -37,18 +45,29 @@ impl Filter {
     }
 }
 
-/// Pending updates not yet sent; a later update of an entry replaces the earlier one.
+/// Pending updates not yet sent; a later update of an entry replaces the earlier one, in
+/// its place. The updates sit in arrival order in one array that the sender takes whole
+/// (no copy per update on the way out); the map only finds an entry's position.
 #[derive(Debug, Default)]
 pub struct Coalescer {
-    pending: HashMap<CtKey, Update>,
+    index: HashMap<CtKey, u32>,
+    pending: Vec<Update>,
     /// Updates folded into an earlier pending one (not sent separately).
     pub coalesced: u64,
 }
 
 impl Coalescer {
     pub fn push(&mut self, u: Update) {
-        if self.pending.insert(u.entry().key(), u).is_some() {
-            self.coalesced += 1;
+        let key = u.key();
+        match self.index.get(&key) {
+            Some(&i) => {
+                self.pending[i as usize] = u;
+                self.coalesced += 1;
+            }
+            None => {
+                self.index.insert(key, self.pending.len() as u32);
+                self.pending.push(u);
+            }
         }
     }
 
@@ -60,19 +79,22 @@ impl Coalescer {
         self.pending.is_empty()
     }
 
-    /// Takes up to `max` updates.
-    pub fn take(&mut self, max: usize) -> Vec<Update> {
-        if self.pending.len() <= max {
-            return self.pending.drain().map(|(_, u)| u).collect();
-        }
-        let keys: Vec<CtKey> = self.pending.keys().take(max).cloned().collect();
-        keys.iter().filter_map(|k| self.pending.remove(k)).collect()
+    /// Takes every pending update, in the order their entries first became pending.
+    pub fn take_all(&mut self) -> Vec<Update> {
+        self.index.clear();
+        // The next burst is likely the size of this one: no regrowth (and copies) on the way.
+        let room = self.pending.capacity();
+        std::mem::replace(&mut self.pending, Vec::with_capacity(room))
     }
 }
 
+/// One cached entry; it is also its own key (the entry's zone and original tuple), so the
+/// cache holds the tuple once.
 #[derive(Debug, Clone)]
 pub struct Cached {
-    pub entry: CtEntry,
+    stored: Stored,
+    /// Hash of the key under the cache's seed: the index grows without rehashing tuples.
+    hash: u64,
     /// When the entry was last received (ms on the caller's clock): its timeout counts
     /// from there.
     pub at_ms: u64,
@@ -83,6 +105,158 @@ pub struct Cached {
     /// expires there (ms on the caller's clock; the standby sees no packet of the flow, so
     /// nothing refreshes it).
     kernel: Option<(u32, u64)>,
+}
+
+impl Cached {
+    /// The entry as it was received.
+    pub fn entry(&self) -> CtEntry {
+        self.stored.entry()
+    }
+
+    pub fn key(&self) -> CtKey {
+        match &self.stored {
+            Stored::Plain(p) => CtKey {
+                zone: p.zone,
+                orig: p.orig.tuple(p.v6, p.proto),
+            },
+            Stored::Boxed(e) => e.key(),
+        }
+    }
+
+    /// Seconds left when the entry was received.
+    pub fn timeout(&self) -> u32 {
+        match &self.stored {
+            Stored::Plain(p) => p.timeout,
+            Stored::Boxed(e) => e.timeout,
+        }
+    }
+
+    fn is_key(&self, zone: u16, orig: &Tuple) -> bool {
+        match &self.stored {
+            Stored::Plain(p) => {
+                p.zone == zone
+                    && p.proto == orig.proto
+                    && p.v6 == orig.src.is_ipv6()
+                    && orig.is_plain()
+                    && p.orig == Ends::of(orig)
+            }
+            Stored::Boxed(e) => e.zone == zone && e.orig == *orig,
+        }
+    }
+}
+
+/// How the cache holds an entry: a plain one ([`CtEntry::is_plain`], nearly all) in fixed
+/// fields, ~100 bytes instead of the 240 of a [`CtEntry`] (whose optional parts are sized
+/// for the rare entries); any other boxed whole. Memory per entry is what a resync costs
+/// the standby (first-touch page faults) besides its RSS.
+#[derive(Debug, Clone)]
+enum Stored {
+    Plain(Plain),
+    Boxed(Box<CtEntry>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ends {
+    src: [u8; 16],
+    dst: [u8; 16],
+    sport: u16,
+    dport: u16,
+}
+
+#[derive(Debug, Clone)]
+struct Plain {
+    orig: Ends,
+    reply: Ends,
+    status: u32,
+    timeout: u32,
+    mark: u32,
+    zone: u16,
+    v6: bool,
+    proto: u8,
+    tcp: Option<TcpInfo>,
+}
+
+fn octets(a: IpAddr) -> [u8; 16] {
+    match a {
+        IpAddr::V4(a) => {
+            let mut b = [0; 16];
+            b[..4].copy_from_slice(&a.octets());
+            b
+        }
+        IpAddr::V6(a) => a.octets(),
+    }
+}
+
+fn addr(b: &[u8; 16], v6: bool) -> IpAddr {
+    if v6 {
+        IpAddr::from(*b)
+    } else {
+        IpAddr::from([b[0], b[1], b[2], b[3]])
+    }
+}
+
+impl Ends {
+    fn of(t: &Tuple) -> Self {
+        Ends {
+            src: octets(t.src),
+            dst: octets(t.dst),
+            sport: t.src_port.unwrap_or(0),
+            dport: t.dst_port.unwrap_or(0),
+        }
+    }
+
+    fn tuple(&self, v6: bool, proto: u8) -> Tuple {
+        Tuple {
+            src: addr(&self.src, v6),
+            dst: addr(&self.dst, v6),
+            proto,
+            src_port: Some(self.sport),
+            dst_port: Some(self.dport),
+            icmp_id: None,
+            icmp_type: None,
+            icmp_code: None,
+            zone: None,
+            other: Vec::new(),
+        }
+    }
+}
+
+impl Stored {
+    fn of(e: CtEntry) -> Self {
+        if !e.is_plain() {
+            return Stored::Boxed(Box::new(e));
+        }
+        Stored::Plain(Plain {
+            orig: Ends::of(&e.orig),
+            reply: Ends::of(&e.reply),
+            status: e.status,
+            timeout: e.timeout,
+            mark: e.mark,
+            zone: e.zone,
+            v6: e.orig.src.is_ipv6(),
+            proto: e.orig.proto,
+            tcp: e.protoinfo.and_then(|p| p.tcp),
+        })
+    }
+
+    fn entry(&self) -> CtEntry {
+        match self {
+            Stored::Plain(p) => CtEntry {
+                orig: p.orig.tuple(p.v6, p.proto),
+                reply: p.reply.tuple(p.v6, p.proto),
+                status: p.status,
+                timeout: p.timeout,
+                mark: p.mark,
+                zone: p.zone,
+                protoinfo: p.tcp.clone().map(|t| ProtoInfo {
+                    tcp: Some(t),
+                    other: Vec::new(),
+                }),
+                labels: None,
+            },
+            Stored::Boxed(e) => (**e).clone(),
+        }
+    }
 }
 
 /// Outcome of applying an update to the cache.
@@ -137,7 +311,8 @@ enum Owed {
 /// [`Cache::sweep`], which the inject thread runs every few seconds.
 #[derive(Debug)]
 pub struct Cache {
-    map: HashMap<CtKey, Cached>,
+    map: Slots,
+    hasher: RandomState,
     max: usize,
     generation: u32,
     resyncing: bool,
@@ -166,15 +341,16 @@ impl Cache {
     /// A cache that tracks direct inject into this node's kernel.
     pub fn with_inject(max: usize, inject: bool) -> Self {
         Cache {
-            map: HashMap::new(),
-            max,
+            map: Slots::default(),
+            hasher: RandomState::default(),
+            max: max.min(u32::MAX as usize),
             generation: 0,
             resyncing: false,
             inject,
-            owed: HashMap::new(),
-            removed: HashMap::new(),
-            unacked: HashSet::new(),
-            expiring: HashSet::new(),
+            owed: HashMap::default(),
+            removed: HashMap::default(),
+            unacked: HashSet::default(),
+            expiring: HashSet::default(),
             swept_until: 0,
             current: 0,
         }
@@ -186,6 +362,35 @@ impl Cache {
 
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
+    }
+
+    fn hash(hasher: &RandomState, zone: u16, orig: &Tuple) -> u64 {
+        hasher.hash_one((zone, orig))
+    }
+
+    fn find(&self, key: &CtKey) -> Option<&Cached> {
+        let h = Self::hash(&self.hasher, key.zone, &key.orig);
+        let i = self.map.position(h, key.zone, &key.orig)?;
+        Some(&self.map.slots[i])
+    }
+
+    fn find_mut(&mut self, key: &CtKey) -> Option<&mut Cached> {
+        let h = Self::hash(&self.hasher, key.zone, &key.orig);
+        let i = self.map.position(h, key.zone, &key.orig)?;
+        Some(&mut self.map.slots[i])
+    }
+
+    fn remove(&mut self, key: &CtKey) -> Option<Cached> {
+        let h = Self::hash(&self.hasher, key.zone, &key.orig);
+        let i = self.map.position(h, key.zone, &key.orig)?;
+        Some(self.map.remove_at(i))
+    }
+
+    /// Room for `n` entries in all (at most the bound), so that a resync of a known size
+    /// fills storage allocated once instead of doubling it ~20 times on the way.
+    pub fn reserve(&mut self, n: usize) {
+        let want = n.min(self.max).saturating_sub(self.map.len());
+        self.map.reserve(want);
     }
 
     /// Writes owed to the kernel (direct inject).
@@ -212,62 +417,67 @@ impl Cache {
             self.expiring.remove(&key);
             // Owed even if no write was acknowledged yet: one may be in flight.
             self.owed.insert(key.clone(), Owed::Remove);
-            self.removed.insert(key, c.entry);
+            self.removed.insert(key, c.entry());
         }
     }
 
     pub fn apply(&mut self, u: Update, now_ms: u64) -> Applied {
         match u {
-            Update::Delete(e) => match self.map.remove(&e.key()) {
+            Update::Delete(key) => match self.remove(&key) {
                 Some(c) => {
-                    self.gone(e.key(), c);
+                    self.gone(key, c);
                     Applied::Deleted
                 }
                 None => Applied::Absent,
             },
             Update::Upsert(e) => {
-                let key = e.key();
-                if let Some(slot) = self.map.get_mut(&key) {
-                    if Self::is_current(slot) {
-                        self.current -= 1;
+                let h = Self::hash(&self.hasher, e.zone, &e.orig);
+                match self.map.position(h, e.zone, &e.orig) {
+                    Some(i) => {
+                        let slot = &mut self.map.slots[i];
+                        if Self::is_current(slot) {
+                            self.current -= 1;
+                        }
+                        slot.stored = Stored::of(e);
+                        slot.at_ms = now_ms;
+                        slot.generation = self.generation;
+                        slot.version = slot.version.wrapping_add(1);
+                        if self.inject {
+                            let key = slot.key();
+                            self.unacked.insert(key.clone());
+                            self.owed.insert(key, Owed::Write);
+                        }
+                        Applied::Updated
                     }
-                    slot.entry = e;
-                    slot.at_ms = now_ms;
-                    slot.generation = self.generation;
-                    slot.version = slot.version.wrapping_add(1);
-                    if self.inject {
-                        self.unacked.insert(key.clone());
-                        self.owed.insert(key, Owed::Write);
+                    None if self.map.len() >= self.max => Applied::Full,
+                    None => {
+                        let key = self.inject.then(|| e.key());
+                        self.map.push(Cached {
+                            stored: Stored::of(e),
+                            hash: h,
+                            at_ms: now_ms,
+                            generation: self.generation,
+                            version: 0,
+                            kernel: None,
+                        });
+                        if let Some(key) = key {
+                            self.owed.insert(key.clone(), Owed::Write);
+                            self.unacked.insert(key.clone());
+                            self.removed.remove(&key);
+                        }
+                        Applied::Inserted
                     }
-                    return Applied::Updated;
                 }
-                if self.map.len() >= self.max {
-                    return Applied::Full;
-                }
-                if self.inject {
-                    self.owed.insert(key.clone(), Owed::Write);
-                    self.unacked.insert(key.clone());
-                    self.removed.remove(&key);
-                }
-                self.map.insert(
-                    key,
-                    Cached {
-                        entry: e,
-                        at_ms: now_ms,
-                        generation: self.generation,
-                        version: 0,
-                        kernel: None,
-                    },
-                );
-                Applied::Inserted
             }
         }
     }
 
     /// A full resync starts: entries not sent again before [`Cache::end_resync`] go.
-    pub fn begin_resync(&mut self) {
+    /// `expected`: the sender's count, to size the table once (bounded by `max`).
+    pub fn begin_resync(&mut self, expected: usize) {
         self.generation = self.generation.wrapping_add(1);
         self.resyncing = true;
+        self.reserve(expected);
     }
 
     /// Ends a resync; returns how many stale entries were removed.
@@ -277,22 +487,16 @@ impl Cache {
         }
         self.resyncing = false;
         let g = self.generation;
-        let stale: Vec<CtKey> = self
-            .map
-            .iter()
-            .filter(|(_, c)| c.generation != g)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in &stale {
-            if let Some(c) = self.map.remove(k) {
-                self.gone(k.clone(), c);
-            }
+        let stale = self.map.extract(|c| c.generation != g);
+        let n = stale.len();
+        for c in stale {
+            self.gone(c.key(), c);
         }
-        stale.len()
+        n
     }
 
     pub fn entries(&self) -> impl Iterator<Item = &Cached> {
-        self.map.values()
+        self.map.iter()
     }
 
     /// Takes up to `max` owed kernel writes (direct inject); a later change of an entry
@@ -303,9 +507,9 @@ impl Cache {
         for k in keys {
             match self.owed.remove(&k) {
                 Some(Owed::Write) => {
-                    if let Some(c) = self.map.get(&k) {
+                    if let Some(c) = self.find(&k) {
                         out.push(Injection::Write {
-                            entry: c.entry.clone(),
+                            entry: c.entry(),
                             timeout: remaining_timeout(c, now_ms),
                             version: c.version,
                         });
@@ -325,16 +529,18 @@ impl Cache {
     /// The kernel acknowledged a write of `version` with `timeout` (seconds) at `now_ms`.
     /// An acknowledgement of a version older than the cached one changes nothing.
     pub fn injected(&mut self, key: &CtKey, version: u32, timeout: u32, now_ms: u64) {
-        if let Some(c) = self.map.get_mut(key)
+        let swept_until = self.swept_until;
+        if let Some(c) = self.find_mut(key)
             && c.version == version
         {
-            if !Self::is_current(c) {
-                self.current += 1;
-            }
+            let was_current = Self::is_current(c);
             let expires = now_ms + u64::from(timeout) * 1000;
             c.kernel = Some((version, expires));
+            if !was_current {
+                self.current += 1;
+            }
             self.unacked.remove(key);
-            if expires < self.swept_until {
+            if expires < swept_until {
                 self.expiring.insert(key.clone());
             }
         }
@@ -345,12 +551,14 @@ impl Cache {
     /// pass over the cache. One pass; run it every few seconds (direct inject).
     pub fn sweep(&mut self, now_ms: u64, horizon_ms: u64) {
         let until = now_ms + horizon_ms;
-        self.expiring = self
-            .map
-            .iter()
-            .filter(|(_, c)| matches!(c.kernel, Some((_, e)) if e < until))
-            .map(|(k, _)| k.clone())
-            .collect();
+        let mut expiring = HashSet::with_hasher(self.hasher.clone());
+        expiring.extend(
+            self.map
+                .iter()
+                .filter(|c| matches!(c.kernel, Some((_, e)) if e < until))
+                .map(|c| c.key()),
+        );
+        self.expiring = expiring;
         self.swept_until = until;
     }
 
@@ -364,23 +572,23 @@ impl Cache {
             None => false,
         };
         let write = |c: &Cached| Injection::Write {
-            entry: c.entry.clone(),
+            entry: c.entry(),
             timeout: remaining_timeout(c, now_ms),
             version: c.version,
         };
         let mut out: Vec<Injection> = if full || !self.inject {
-            self.map.values().map(write).collect()
+            self.map.iter().map(write).collect()
         } else if now_ms + EXPIRY_MARGIN_MS <= self.swept_until {
             // Every entry not fresh is unacknowledged or was gathered as expiring.
             self.unacked
                 .iter()
                 .chain(self.expiring.iter().filter(|k| !self.unacked.contains(*k)))
-                .filter_map(|k| self.map.get(k))
+                .filter_map(|k| self.find(k))
                 .filter(|c| !fresh(c))
                 .map(write)
                 .collect()
         } else {
-            self.map.values().filter(|c| !fresh(c)).map(write).collect()
+            self.map.iter().filter(|c| !fresh(c)).map(write).collect()
         };
         self.owed.clear();
         out.extend(self.removed.drain().map(|(_, e)| Injection::Remove(e)));
@@ -390,8 +598,89 @@ impl Cache {
     /// Memory of one cached entry, excluding heap parts of optional fields (labels, raw
     /// unknown attributes), with the hash table's control byte and 7/8 load factor.
     pub fn bytes_per_entry() -> usize {
-        let slot = std::mem::size_of::<(CtKey, Cached)>() + 1;
-        slot * 8 / 7
+        // The entry in the dense array, its u32 index slot and control byte at 7/8 load.
+        std::mem::size_of::<Cached>() + (4 + 1) * 8 / 7
+    }
+}
+
+/// The cache's storage: the entries in one dense array, found through a hash index of
+/// positions. An index slot is 4 bytes, so the index's spare capacity (up to half of it
+/// after a doubling) costs a few bytes per entry instead of a whole entry: the memory, and
+/// the first-touch page faults that dominate a resync on the standby, follow the entries.
+#[derive(Debug, Default)]
+struct Slots {
+    index: HashTable<u32>,
+    slots: Vec<Cached>,
+}
+
+impl Slots {
+    fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    fn iter(&self) -> std::slice::Iter<'_, Cached> {
+        self.slots.iter()
+    }
+
+    fn position(&self, hash: u64, zone: u16, orig: &Tuple) -> Option<usize> {
+        let slots = &self.slots;
+        self.index
+            .find(hash, |&i| {
+                let c = &slots[i as usize];
+                c.hash == hash && c.is_key(zone, orig)
+            })
+            .map(|&i| i as usize)
+    }
+
+    fn reserve(&mut self, additional: usize) {
+        let slots = &self.slots;
+        self.index.reserve(additional, |&i| slots[i as usize].hash);
+        self.slots.reserve(additional);
+    }
+
+    /// Appends an entry whose key is not present (positions are u32: the cache's bound is
+    /// kept below 2^32 by [`Cache::with_inject`]).
+    fn push(&mut self, c: Cached) {
+        let slots = &self.slots;
+        let at = slots.len() as u32;
+        self.index
+            .insert_unique(c.hash, at, |&i| slots[i as usize].hash);
+        self.slots.push(c);
+    }
+
+    /// Removes the entry at `i`; the last entry moves into its place.
+    fn remove_at(&mut self, i: usize) -> Cached {
+        let h = self.slots[i].hash;
+        if let Ok(e) = self.index.find_entry(h, |&j| j as usize == i) {
+            e.remove();
+        }
+        let c = self.slots.swap_remove(i);
+        let moved = self.slots.len();
+        if i < moved {
+            let h = self.slots[i].hash;
+            if let Some(j) = self.index.find_mut(h, |&j| j as usize == moved) {
+                *j = i as u32;
+            }
+        }
+        c
+    }
+
+    /// Removes and returns the entries for which `stale` holds.
+    fn extract(&mut self, stale: impl Fn(&Cached) -> bool) -> Vec<Cached> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < self.slots.len() {
+            if stale(&self.slots[i]) {
+                out.push(self.remove_at(i));
+            } else {
+                i += 1;
+            }
+        }
+        out
     }
 }
 
@@ -399,7 +688,7 @@ impl Cache {
 /// minus the time since, at least one second.
 pub fn remaining_timeout(c: &Cached, now_ms: u64) -> u32 {
     let elapsed = (now_ms.saturating_sub(c.at_ms) / 1000) as u32;
-    c.entry.timeout.saturating_sub(elapsed).max(1)
+    c.timeout().saturating_sub(elapsed).max(1)
 }
 
 #[cfg(test)]
@@ -478,17 +767,21 @@ mod tests {
         let mut c = Coalescer::default();
         c.push(Update::Upsert(entry("198.18.1.10", 1, 0)));
         c.push(Update::Upsert(entry("198.18.1.10", 1, 2)));
-        c.push(Update::Delete(entry("198.18.1.10", 1, 2)));
+        c.push(Update::Delete(entry("198.18.1.10", 1, 2).key()));
         c.push(Update::Upsert(entry("198.18.1.10", 2, 0)));
         assert_eq!(c.len(), 2);
         assert_eq!(c.coalesced, 2);
-        let first = c.take(1);
-        assert_eq!(first.len(), 1);
-        let rest = c.take(10);
-        assert_eq!(rest.len(), 1);
+        let all = c.take_all();
+        assert_eq!(all.len(), 2);
         assert!(c.is_empty());
-        let all: Vec<_> = first.into_iter().chain(rest).collect();
-        assert!(all.contains(&Update::Delete(entry("198.18.1.10", 1, 2))));
+        // The latest update of an entry, in the place of its first.
+        assert_eq!(all[0], Update::Delete(entry("198.18.1.10", 1, 2).key()));
+        c.push(Update::Upsert(entry("198.18.1.10", 3, 0)));
+        assert_eq!(
+            c.take_all(),
+            vec![Update::Upsert(entry("198.18.1.10", 3, 0))]
+        );
+        assert!(all.contains(&Update::Delete(entry("198.18.1.10", 1, 2).key())));
     }
 
     #[test]
@@ -511,14 +804,14 @@ mod tests {
             Applied::Full
         );
         assert_eq!(
-            c.apply(Update::Delete(entry("198.18.1.10", 2, 0)), 0),
+            c.apply(Update::Delete(entry("198.18.1.10", 2, 0).key()), 0),
             Applied::Deleted
         );
         assert_eq!(
-            c.apply(Update::Delete(entry("198.18.1.10", 2, 0)), 0),
+            c.apply(Update::Delete(entry("198.18.1.10", 2, 0).key()), 0),
             Applied::Absent
         );
-        c.begin_resync();
+        c.begin_resync(0);
         c.apply(Update::Upsert(entry("198.18.1.10", 4, 0)), 0);
         assert_eq!(c.end_resync(), 1);
         assert_eq!(c.len(), 1);
@@ -589,13 +882,13 @@ mod tests {
         );
 
         // A delete is owed to the kernel; a delete of an entry never seen is not.
-        c.apply(Update::Delete(a.clone()), 3_000);
-        c.apply(Update::Delete(entry("198.18.1.10", 9, 0)), 3_000);
+        c.apply(Update::Delete(a.key()), 3_000);
+        c.apply(Update::Delete(entry("198.18.1.10", 9, 0).key()), 3_000);
         assert_eq!(c.take_injections(10, 3_000), vec![Injection::Remove(a2)]);
         // Upsert then delete before the write was taken: only the delete goes.
         let d = entry("198.18.1.10", 4, 0);
         c.apply(Update::Upsert(d.clone()), 3_000);
-        c.apply(Update::Delete(d.clone()), 3_000);
+        c.apply(Update::Delete(d.key()), 3_000);
         assert_eq!(
             c.take_injections(10, 3_000)
                 .iter()
@@ -652,7 +945,7 @@ mod tests {
         assert_eq!(ports(&mut plain, 29_000), vec![1, 2, 3, 7]);
         assert_eq!(swept.in_kernel(), 7);
         // A deleted entry leaves every set; its deletion is owed instead.
-        swept.apply(Update::Delete(entry("198.18.1.10", 1, 0)), 29_000);
+        swept.apply(Update::Delete(entry("198.18.1.10", 1, 0).key()), 29_000);
         assert_eq!(swept.in_kernel(), 6);
         let set = swept.commit_set(29_000, false);
         assert!(set.contains(&Injection::Remove(entry("198.18.1.10", 1, 0))));
@@ -670,7 +963,7 @@ mod tests {
         c.apply(Update::Upsert(entry("198.18.1.10", 1, 0)), 0);
         c.apply(Update::Upsert(entry("198.18.1.10", 2, 0)), 0);
         c.take_injections(10, 0);
-        c.begin_resync();
+        c.begin_resync(0);
         c.apply(Update::Upsert(entry("198.18.1.10", 2, 0)), 0);
         assert_eq!(c.end_resync(), 1);
         let mut got: Vec<_> = c.take_injections(10, 0).iter().map(key_of).collect();
@@ -684,11 +977,144 @@ mod tests {
         );
     }
 
+    /// Plain entries are held in fixed fields and come back the same; others boxed whole.
+    #[test]
+    fn stored_forms_give_back_the_entry() {
+        let tcp = {
+            let mut e = entry("198.18.1.10", 1, status::SRC_NAT);
+            e.orig.proto = 6;
+            e.reply.proto = 6;
+            e.protoinfo = Some(ProtoInfo {
+                tcp: Some(TcpInfo {
+                    state: Some(3),
+                    wscale_orig: Some(7),
+                    wscale_reply: None,
+                    flags_orig: Some([0x23, 0]),
+                    flags_reply: None,
+                }),
+                other: vec![],
+            });
+            e.mark = 5;
+            e.zone = 2;
+            e
+        };
+        let mut v6 = entry("198.18.1.10", 2, 0);
+        for t in [&mut v6.orig, &mut v6.reply] {
+            t.src = "fd00:198:18::10".parse().unwrap();
+            t.dst = "2001:db8::10".parse().unwrap();
+        }
+        let mut labelled = entry("198.18.1.10", 3, 0);
+        labelled.labels = Some(vec![1; 16]);
+        let mut icmp = entry("198.18.1.10", 4, 0);
+        icmp.orig.src_port = None;
+        icmp.orig.icmp_id = Some(9);
+        let cases = [
+            (entry("198.18.1.10", 5, 0), true),
+            (tcp, true),
+            (v6, true),
+            (labelled, false),
+            (icmp, false),
+        ];
+        let mut c = Cache::new(10);
+        for (e, plain) in cases {
+            let s = Stored::of(e.clone());
+            assert_eq!(matches!(s, Stored::Plain(_)), plain, "{e:?}");
+            assert_eq!(s.entry(), e);
+            c.apply(Update::Upsert(e.clone()), 0);
+            let got = c.find(&e.key()).expect("found by its key");
+            assert_eq!((got.entry(), got.key()), (e.clone(), e.key()));
+        }
+        // A plain slot never answers for a key that differs only where plain ones agree.
+        let mut other_zone = entry("198.18.1.10", 5, 0).key();
+        other_zone.zone = 1;
+        assert!(c.find(&other_zone).is_none());
+        let mut icmp_key = entry("198.18.1.10", 5, 0).key();
+        icmp_key.orig.icmp_id = Some(1);
+        assert!(c.find(&icmp_key).is_none());
+        assert!(
+            std::mem::size_of::<Cached>() <= 160,
+            "{}",
+            std::mem::size_of::<Cached>()
+        );
+    }
+
+    /// The dense storage (swap-remove with index fix-ups, extraction at a resync's end)
+    /// behaves as a plain map under a long random sequence of upserts, deletes and resyncs.
+    #[test]
+    fn cache_matches_a_plain_map() {
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut c = Cache::with_inject(300, true);
+        let mut model: std::collections::HashMap<CtKey, CtEntry> = Default::default();
+        let mut resent = std::collections::HashSet::new();
+        let mut resyncing = false;
+        for step in 0..20_000 {
+            let port = (next() % 400) as u16;
+            let mut e = entry("198.18.1.10", port, 0);
+            e.timeout = (next() % 1000) as u32;
+            match next() % 100 {
+                0 if !resyncing => {
+                    c.begin_resync((next() % 500) as usize);
+                    resyncing = true;
+                    resent.clear();
+                }
+                1 if resyncing => {
+                    let n = c.end_resync();
+                    let before = model.len();
+                    model.retain(|k, _| resent.contains(k));
+                    assert_eq!(n, before - model.len(), "step {step}");
+                    resyncing = false;
+                }
+                2..=30 => {
+                    let got = c.apply(Update::Delete(e.key()), 0);
+                    let want = if model.remove(&e.key()).is_some() {
+                        Applied::Deleted
+                    } else {
+                        Applied::Absent
+                    };
+                    assert_eq!(got, want, "step {step}");
+                }
+                _ => {
+                    let got = c.apply(Update::Upsert(e.clone()), 0);
+                    let want = if model.contains_key(&e.key()) {
+                        Applied::Updated
+                    } else if model.len() >= 300 {
+                        Applied::Full
+                    } else {
+                        Applied::Inserted
+                    };
+                    assert_eq!(got, want, "step {step}");
+                    if got != Applied::Full {
+                        model.insert(e.key(), e.clone());
+                        resent.insert(e.key());
+                    }
+                }
+            }
+            assert_eq!(c.len(), model.len(), "step {step}");
+            if step % 1000 == 0 {
+                for (k, v) in &model {
+                    assert_eq!(
+                        c.find(k).map(|c| c.entry()).as_ref(),
+                        Some(v),
+                        "step {step}"
+                    );
+                }
+                let keys: std::collections::HashSet<_> = c.entries().map(|c| c.key()).collect();
+                assert_eq!(keys.len(), c.len(), "no duplicates");
+            }
+        }
+    }
+
     #[test]
     fn without_inject_commit_is_everything_and_nothing_is_owed() {
         let mut c = Cache::new(10);
         c.apply(Update::Upsert(entry("198.18.1.10", 1, 0)), 0);
-        c.apply(Update::Delete(entry("198.18.1.10", 1, 0)), 0);
+        c.apply(Update::Delete(entry("198.18.1.10", 1, 0).key()), 0);
         c.apply(Update::Upsert(entry("198.18.1.10", 2, 0)), 0);
         assert_eq!(c.owed(), 0);
         assert!(c.take_injections(10, 0).is_empty());
