@@ -131,17 +131,48 @@ impl Cached {
         }
     }
 
-    fn is_key(&self, zone: u16, orig: &Tuple) -> bool {
-        match &self.stored {
-            Stored::Plain(p) => {
-                p.zone == zone
-                    && p.proto == orig.proto
-                    && p.v6 == orig.src.is_ipv6()
-                    && orig.is_plain()
-                    && p.orig == Ends::of(orig)
+    /// Whether this entry's key is `orig` in `zone`; `plain` is [`PlainKey::of`] of them,
+    /// computed once per lookup rather than once per candidate.
+    fn is_key(&self, zone: u16, orig: &Tuple, plain: Option<&PlainKey>) -> bool {
+        match (&self.stored, plain) {
+            (Stored::Plain(p), Some(k)) => {
+                p.zone == k.zone && p.proto == k.proto && p.v6 == k.v6 && p.orig == k.ends
             }
-            Stored::Boxed(e) => e.zone == zone && e.orig == *orig,
+            (Stored::Plain(_), None) => false,
+            (Stored::Boxed(e), _) => e.zone == zone && e.orig == *orig,
         }
+    }
+}
+
+/// The key of a plain tuple in fixed fields: what the cache hashes and compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PlainKey {
+    ends: Ends,
+    zone: u16,
+    proto: u8,
+    v6: bool,
+}
+
+impl PlainKey {
+    fn of(zone: u16, orig: &Tuple) -> Option<Self> {
+        orig.is_plain().then(|| PlainKey {
+            ends: Ends::of(orig),
+            zone,
+            proto: orig.proto,
+            v6: orig.src.is_ipv6(),
+        })
+    }
+
+    fn bytes(&self) -> [u8; 40] {
+        let mut b = [0; 40];
+        b[..16].copy_from_slice(&self.ends.src);
+        b[16..32].copy_from_slice(&self.ends.dst);
+        b[32..34].copy_from_slice(&self.ends.sport.to_ne_bytes());
+        b[34..36].copy_from_slice(&self.ends.dport.to_ne_bytes());
+        b[36..38].copy_from_slice(&self.zone.to_ne_bytes());
+        b[38] = self.proto;
+        b[39] = u8::from(self.v6);
+        b
     }
 }
 
@@ -364,8 +395,14 @@ impl Cache {
         self.map.is_empty()
     }
 
+    /// A plain key (nearly all) is hashed as its 40 raw bytes in one call: the derived
+    /// `Hash` of a [`Tuple`] walks its enums, options and vector field by field. Equal
+    /// keys still hash equal: plainness is a property of the tuple.
     fn hash(hasher: &RandomState, zone: u16, orig: &Tuple) -> u64 {
-        hasher.hash_one((zone, orig))
+        match PlainKey::of(zone, orig) {
+            Some(k) => hasher.hash_one(k.bytes()),
+            None => hasher.hash_one((zone, orig)),
+        }
     }
 
     fn find(&self, key: &CtKey) -> Option<&Cached> {
@@ -628,10 +665,11 @@ impl Slots {
 
     fn position(&self, hash: u64, zone: u16, orig: &Tuple) -> Option<usize> {
         let slots = &self.slots;
+        let plain = PlainKey::of(zone, orig);
         self.index
             .find(hash, |&i| {
                 let c = &slots[i as usize];
-                c.hash == hash && c.is_key(zone, orig)
+                c.hash == hash && c.is_key(zone, orig, plain.as_ref())
             })
             .map(|&i| i as usize)
     }
@@ -978,6 +1016,52 @@ mod tests {
     }
 
     /// Plain entries are held in fixed fields and come back the same; others boxed whole.
+    /// The index hashes a plain key's raw bytes and any other key field by field: an entry
+    /// is found again under its key whichever form it is stored in, and keys that differ
+    /// only where the raw form could blur them (family, zone, proto) stay apart.
+    #[test]
+    fn keys_of_every_form_find_their_entry() {
+        let plain = entry("198.18.1.10", 7, 0);
+        let mut labelled = plain.clone();
+        labelled.labels = Some(vec![1; 16]);
+        let mut icmp = entry("198.18.1.10", 8, 0);
+        icmp.orig.src_port = None;
+        icmp.orig.icmp_id = Some(9);
+        let mut mapped = plain.clone();
+        for t in [&mut mapped.orig, &mut mapped.reply] {
+            t.src = "::c612:10a".parse().unwrap();
+            t.dst = "::cb00:710a".parse().unwrap();
+        }
+        let mut zoned = plain.clone();
+        zoned.zone = 1;
+        let mut tcp = plain.clone();
+        tcp.orig.proto = 6;
+        tcp.reply.proto = 6;
+        // (update applied in order, outcome, entries cached after it)
+        let cases = [
+            (Update::Upsert(plain.clone()), Applied::Inserted, 1),
+            // The same key, now stored boxed: an update in place, not a second entry.
+            (Update::Upsert(labelled.clone()), Applied::Updated, 1),
+            (Update::Upsert(plain.clone()), Applied::Updated, 1),
+            (Update::Upsert(icmp.clone()), Applied::Inserted, 2),
+            (Update::Upsert(icmp.clone()), Applied::Updated, 2),
+            (Update::Upsert(mapped.clone()), Applied::Inserted, 3),
+            (Update::Upsert(zoned.clone()), Applied::Inserted, 4),
+            (Update::Upsert(tcp.clone()), Applied::Inserted, 5),
+            (Update::Delete(labelled.key()), Applied::Deleted, 4),
+            (Update::Delete(plain.key()), Applied::Absent, 4),
+            (Update::Delete(icmp.key()), Applied::Deleted, 3),
+            (Update::Delete(mapped.key()), Applied::Deleted, 2),
+            (Update::Delete(zoned.key()), Applied::Deleted, 1),
+            (Update::Delete(tcp.key()), Applied::Deleted, 0),
+        ];
+        let mut c = Cache::new(10);
+        for (i, (u, want, len)) in cases.into_iter().enumerate() {
+            assert_eq!(c.apply(u, 0), want, "case {i}");
+            assert_eq!(c.len(), len, "case {i}");
+        }
+    }
+
     #[test]
     fn stored_forms_give_back_the_entry() {
         let tcp = {
