@@ -219,19 +219,29 @@ fn check_direct_inject(
             .filter(|l| l.contains("src=198.18.1.10"))
             .count()
     };
-    a.exec(&[
-        "conntrack",
-        "-U",
-        "-p",
-        "tcp",
-        "--dport",
-        "5000",
-        "-s",
-        "198.18.1.10",
-        "-m",
-        "7",
-    ]);
-    assert_eq!(marked(a), TCP_FLOWS, "conntrack -U on A");
+    // `conntrack -U` dumps, then updates entry by entry; an entry whose state changed in
+    // between (the flows carry data) can make it exit with "Protocol error" after marking
+    // the others. Setting a mark is idempotent: run it again, at most three times.
+    let mut last = String::new();
+    for _ in 0..3 {
+        let out = a.try_exec(&[
+            "conntrack",
+            "-U",
+            "-p",
+            "tcp",
+            "--dport",
+            "5000",
+            "-s",
+            "198.18.1.10",
+            "-m",
+            "7",
+        ]);
+        last = String::from_utf8_lossy(&out.stderr).into_owned();
+        if marked(a) == TCP_FLOWS {
+            break;
+        }
+    }
+    assert_eq!(marked(a), TCP_FLOWS, "conntrack -U on A: {last}");
     wait_for(Duration::from_secs(10), || {
         (marked(b) == TCP_FLOWS).then_some(())
     })
