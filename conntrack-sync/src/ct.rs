@@ -594,12 +594,9 @@ impl CtKey {
 }
 
 impl CtEntry {
-    /// Builds the entry from a dump or event message; `None` when the tuples are missing
-    /// (e.g. a DESTROY event carries them, a stats message does not).
-    pub fn from_attrs(attrs: &[CtAttr]) -> Option<Self> {
-        let mut orig = None;
-        let mut reply = None;
-        let mut e = CtEntry {
+    /// An entry with placeholder tuples and no attributes, filled in by the decoders.
+    fn empty() -> Self {
+        CtEntry {
             orig: Tuple::placeholder(),
             reply: Tuple::placeholder(),
             status: 0,
@@ -608,7 +605,15 @@ impl CtEntry {
             zone: 0,
             protoinfo: None,
             labels: None,
-        };
+        }
+    }
+
+    /// Builds the entry from a dump or event message; `None` when the tuples are missing
+    /// (e.g. a DESTROY event carries them, a stats message does not).
+    pub fn from_attrs(attrs: &[CtAttr]) -> Option<Self> {
+        let mut orig = None;
+        let mut reply = None;
+        let mut e = CtEntry::empty();
         for a in attrs {
             match a {
                 CtAttr::TupleOrig(t) => orig = Some(t.clone()),
@@ -635,16 +640,7 @@ impl CtEntry {
     pub fn decode(buf: &[u8]) -> Result<Option<Self>, DecodeError> {
         let mut orig = None;
         let mut reply = None;
-        let mut e = CtEntry {
-            orig: Tuple::placeholder(),
-            reply: Tuple::placeholder(),
-            status: 0,
-            timeout: 0,
-            mark: 0,
-            zone: 0,
-            protoinfo: None,
-            labels: None,
-        };
+        let mut e = CtEntry::empty();
         for a in nla::iter(buf) {
             let (kind, v) = a?;
             match kind & !NLA_F_NESTED {

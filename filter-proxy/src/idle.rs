@@ -72,14 +72,10 @@ impl<T> IdleIo<T> {
         &self.inner
     }
 
-    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        self.sleep.as_mut().poll(cx).is_ready()
-    }
-
     /// Whether the idle time has passed since the last byte; registers `cx` to be woken
     /// when it does.
     pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
-        self.expired(cx)
+        self.sleep.as_mut().poll(cx).is_ready()
     }
 }
 
@@ -103,7 +99,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
                 }
                 Poll::Ready(Ok(()))
             }
-            Poll::Pending if self.expired(cx) => Poll::Ready(Err(timed_out())),
+            Poll::Pending if self.poll_expired(cx) => Poll::Ready(Err(timed_out())),
             other => other,
         }
     }
@@ -121,7 +117,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
                 self.touch();
                 Poll::Ready(Ok(n))
             }
-            Poll::Pending if self.expired(cx) => Poll::Ready(Err(timed_out())),
+            Poll::Pending if self.poll_expired(cx) => Poll::Ready(Err(timed_out())),
             other => other,
         }
     }
@@ -139,7 +135,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
                 self.touch();
                 Poll::Ready(Ok(n))
             }
-            Poll::Pending if self.expired(cx) => Poll::Ready(Err(timed_out())),
+            Poll::Pending if self.poll_expired(cx) => Poll::Ready(Err(timed_out())),
             other => other,
         }
     }

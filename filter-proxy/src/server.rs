@@ -520,14 +520,15 @@ async fn serve_http(
         // when the connection parks: a parked connection's task holds the socket and
         // this function's few locals only.
         let active = Box::pin(serve_active(&ctx, io, &bytes, &mut shutdown));
-        io = match active.await {
+        let park;
+        (io, park) = match active.await {
             Active::Ended(r) => break r,
-            Active::Again(again) => {
-                io = again;
-                continue;
-            }
-            Active::Parked(io) => io,
+            Active::Again(io) => (io, false),
+            Active::Parked(io) => (io, true),
         };
+        if !park {
+            continue;
+        }
         shared.metrics.parked.inc();
         // Woken by the client's next bytes (or its close), by the idle deadline (the I/O
         // wrapper's own timer: no second one while parked), or by shutdown.

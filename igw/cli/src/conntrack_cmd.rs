@@ -226,10 +226,8 @@ pub fn run_daemon(g: &Global, a: &SyncArgs) -> Result<(), CliError> {
     // arenas): the standby's cache grows by hundreds of MiB in one resync, and each first
     // touch of a huge page zeroes 2 MiB in the receive path. Measured on the bench VM
     // (500k-entry resync): the standby's CPU 1.45 s with them, 0.58 s without; the cache's
-    // lookups are random either way. Best effort: an old kernel without the flag is fine.
-    if let Err(e) = nix::sys::prctl::set_thp_disable(true) {
-        tracing::debug!(error = %e, "PR_SET_THP_DISABLE refused");
-    }
+    // lookups are random either way.
+    crate::memory::no_huge_pages();
     let node = NodeConfig::load(&g.node)?;
     let key_path = if node.sync.key_file.is_relative() {
         g.node

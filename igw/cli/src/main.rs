@@ -8,6 +8,7 @@ mod conntrack_cmd;
 mod exit;
 mod fabric_cmd;
 mod lab;
+mod memory;
 mod nft_netlink;
 mod policy_cmd;
 mod provision_cmd;
