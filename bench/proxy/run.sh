@@ -144,13 +144,22 @@ done
 # --- CONNECT throughput, idle RSS, reload under load (no extra rules) ------------------
 gen_rules none
 head -c $((64*1024*1024)) /dev/zero > "$W/www/64m"
-connect_run() { # $1 port -> "MB/s cpu_s_per_GB"
-  local t0 t1 s0 s1 urls=()
-  for _ in 1 2 3 4 5 6 7 8; do urls+=("http://origin.test:$ORIGIN_PORT/64m"); done
+# CONNECT: CONNECT_N x 64 MiB through one tunnel (default 32: 2 GiB, so that the 10 ms
+# CPU ticks of /proc resolve 0.005 CPU-s/GB), REPS runs, the run with the median CPU per GB.
+CONNECT_N=${CONNECT_N:-32}
+connect_once() { # $1 port -> "MB/s cpu_s_per_GB"
+  local t0 t1 s0 s1 urls=() outs=()
+  for _ in $(seq 1 "$CONNECT_N"); do urls+=("http://origin.test:$ORIGIN_PORT/64m"); outs+=(-o /dev/null); done
   t0=$(cpu_ticks $PROXY_PID); s0=$(date +%s.%N)
-  taskset -c 1 curl -s -p -x "http://127.0.0.1:$1" --resolve origin.test:$ORIGIN_PORT:127.0.0.1 -o /dev/null -o /dev/null -o /dev/null -o /dev/null -o /dev/null -o /dev/null -o /dev/null -o /dev/null "${urls[@]}"
+  taskset -c 1 curl -s -p -x "http://127.0.0.1:$1" --resolve origin.test:$ORIGIN_PORT:127.0.0.1 "${outs[@]}" "${urls[@]}"
   s1=$(date +%s.%N); t1=$(cpu_ticks $PROXY_PID)
-  awk -v a="$s0" -v b="$s1" -v d=$((t1-t0)) -v c=$CLK 'BEGIN { mb=512; gb=0.5; printf "%.0f %.3f", mb/(b-a), d/c/gb }'
+  awk -v a="$s0" -v b="$s1" -v d=$((t1-t0)) -v c=$CLK -v n="$CONNECT_N" 'BEGIN { mb=64*n; gb=mb/1024; printf "%.0f %.3f", mb/(b-a), d/c/gb }'
+}
+connect_run() { # $1 port -> "MB/s cpu_s_per_GB cpu_range"
+  local runs=() i
+  for i in $(seq 1 "$REPS"); do runs+=("$(connect_once "$1")"); echo "connect $1 run $i: ${runs[-1]}" >&2; done
+  local med; med=$(printf '%s\n' "${runs[@]}" | sort -n -k2,2 | awk -v m=$(( (REPS + 1) / 2 )) 'NR == m')
+  echo "$med $(printf '%s\n' "${runs[@]}" | sort -n -k2,2 | awk 'NR == 1 {lo = $2} {hi = $2} END {printf "%s-%s", lo, hi}')"
 }
 idle_rss() { # $1 port, $2 pid -> KiB per idle keep-alive client
   python3 - "$1" "$2" <<'PY'
@@ -227,8 +236,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b>0) printf "%.2fx", a/b; else pr
   echo
   echo "| other | igw | squid | ratio |"
   echo "|---|---|---|---|"
-  echo "| CONNECT MB/s (8 x 64 MiB, one tunnel) | $(x igw_connect 1) | $(x squid_connect 1) | $(ratio "$(x igw_connect 1)" "$(x squid_connect 1)") |"
-  echo "| CONNECT proxy CPU-seconds per GB | $(x igw_connect 2) | $(x squid_connect 2) | |"
+  echo "| CONNECT MB/s ($CONNECT_N x 64 MiB, one tunnel; run with the median CPU of $REPS) | $(x igw_connect 1) | $(x squid_connect 1) | $(ratio "$(x igw_connect 1)" "$(x squid_connect 1)") |"
+  echo "| CONNECT proxy CPU-seconds per GB (range over $REPS runs) | $(x igw_connect 2) ($(x igw_connect 3)) | $(x squid_connect 2) ($(x squid_connect 3)) | $(ratio "$(x squid_connect 2)" "$(x igw_connect 2)") less |"
   echo "| RSS per idle keep-alive client after 2 s quiet, KiB ($(x igw_rss 2) / $(x squid_rss 2) clients) | $(x igw_rss 1) | $(x squid_rss 1) | |"
   echo "| ... RSS above the start 2 s after those clients closed, MiB | $(x igw_rss 3) | $(x squid_rss 3) | |"
   echo "| 3 reloads during ${DUR}s of load: req/s | $(x igw_reload 1) | $(x squid_reload 1) | $(ratio "$(x igw_reload 1)" "$(x squid_reload 1)") |"

@@ -14,5 +14,6 @@ pub mod ratelimit;
 pub mod server;
 mod splice;
 pub mod ssrf;
+mod upstream;
 
 pub use server::{Limits, Listeners, ProxyConfig, ProxyError, Shared, load_matcher, serve};

@@ -54,6 +54,10 @@ pub struct Metrics {
     pub reloads_failed: Counter,
     pub bytes_from_clients: Counter,
     pub bytes_to_clients: Counter,
+    pub upstream_connects: Counter,
+    /// Set from the splice module when scraped.
+    pub tunnel_pipes: Gauge,
+    pub tunnel_small_pipes: Gauge,
 }
 
 impl Metrics {
@@ -97,6 +101,21 @@ impl Metrics {
             "igw_proxy_client_tx_bytes",
             "Bytes sent to clients",
             self.bytes_to_clients.clone(),
+        );
+        r.register(
+            "igw_proxy_upstream_connects",
+            "Upstream HTTP connections opened (requests / this = reuse)",
+            self.upstream_connects.clone(),
+        );
+        r.register(
+            "igw_proxy_tunnel_pipes",
+            "Pipes open for spliced tunnels (pooled per thread, held only while bytes are in flight)",
+            self.tunnel_pipes.clone(),
+        );
+        r.register(
+            "igw_proxy_tunnel_small_pipes",
+            "Tunnel pipes left at the kernel's minimum size because the uid's pipe limit (fs.pipe-user-pages-soft) was reached",
+            self.tunnel_small_pipes.clone(),
         );
     }
 }

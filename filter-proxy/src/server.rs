@@ -33,14 +33,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
-use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use igw_core::policy::{Action, Policy};
 use igw_ruleset::l7::{
     DecidedBy, Decision, Host, HttpPart, Matcher, Query, TunnelKind, canonical_ip, normalize_path,
@@ -56,9 +53,8 @@ use crate::dns::{Dns, DnsConfig};
 use crate::framing::{Findings, SniffIo};
 use crate::idle::IdleIo;
 use crate::metrics::{Metrics, Mode, Outcome, ReasonLabels, ReqLabels};
+use crate::upstream::{Body, Upstreams, drive};
 use crate::{ssrf, warn_limited};
-
-type Body = BoxBody<Bytes, hyper::Error>;
 
 /// Relay buffer per direction for tunnels: large enough that bulk transfers take few
 /// system calls per megabyte (the default 8 KiB costs CPU on CONNECT downloads).
@@ -131,7 +127,6 @@ pub struct Shared {
     own_addrs: RwLock<Arc<HashSet<IpAddr>>>,
     conns: AtomicUsize,
     per_tenant: Mutex<HashMap<String, usize>>,
-    client: Client<HttpConnector, Body>,
     access: AccessLog,
     started: Instant,
     registry: prometheus_client::registry::Registry,
@@ -162,14 +157,6 @@ fn own_addresses() -> HashSet<IpAddr> {
 impl Shared {
     pub fn new(cfg: &ProxyConfig, access: AccessLog) -> Result<Arc<Shared>, ProxyError> {
         let matcher = load_matcher(&cfg.policy_path)?;
-        let mut conn = HttpConnector::new();
-        conn.set_nodelay(true);
-        conn.set_connect_timeout(Some(cfg.limits.connect_timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .pool_timer(TokioTimer::new())
-            .build(conn);
         let metrics = Metrics::default();
         let mut registry = prometheus_client::registry::Registry::default();
         metrics.register(&mut registry);
@@ -182,7 +169,6 @@ impl Shared {
             own_addrs: RwLock::new(Arc::new(own_addresses())),
             conns: AtomicUsize::new(0),
             per_tenant: Mutex::new(HashMap::new()),
-            client,
             access,
             started: Instant::now(),
             registry,
@@ -232,6 +218,12 @@ impl Shared {
 
     pub fn metrics_text(&self) -> String {
         let mut s = String::new();
+        self.metrics
+            .tunnel_pipes
+            .set(crate::splice::open_pipes() as i64);
+        self.metrics
+            .tunnel_small_pipes
+            .set(crate::splice::small_pipes() as i64);
         let _ = prometheus_client::encoding::text::encode(&mut s, &self.registry);
         s
     }
@@ -471,6 +463,8 @@ struct ConnCtx {
     requests: AtomicU64,
     /// Requests whose handler has not returned yet.
     in_handler: AtomicU64,
+    /// Upstream connections, driven by this connection's task.
+    upstreams: Upstreams,
 }
 
 /// A keep-alive connection quiet for this long, between two requests, is parked: hyper's
@@ -514,6 +508,7 @@ async fn serve_http(
         findings: findings.clone(),
         requests: AtomicU64::new(0),
         in_handler: AtomicU64::new(0),
+        upstreams: Upstreams::default(),
     });
     let res = loop {
         // hyper's state (and the futures that watch it) live in their own box, freed
@@ -595,22 +590,26 @@ async fn serve_active(
         .max_buf_size(shared.limits.max_header_bytes.max(8192))
         .keep_alive(true);
     let mut conn = builder.serve_connection(io, svc).with_upgrades();
+    // The upstream connections are driven with the server side: a request and its
+    // response never cross to another task.
+    let ups = &ctx.upstreams;
     let parked = loop {
         tokio::select! {
-            r = &mut conn => break Err(r),
+            r = drive(ups, &mut conn) => break Err(r),
             _ = async { let _ = shutdown.wait_for(|s| *s).await; } => {
                 Pin::new(&mut conn).graceful_shutdown();
-                break Err((&mut conn).await);
+                break Err(drive(ups, &mut conn).await);
             }
             _ = tokio::time::sleep(PARK_AFTER) => {
                 if parkable(ctx, bytes) {
                     ctx.findings.parking.store(true, Ordering::Release);
                     Pin::new(&mut conn).graceful_shutdown();
-                    break Ok((&mut conn).await);
+                    break Ok(drive(ups, &mut conn).await);
                 }
             }
         }
     };
+    ups.clear();
     // Parked: hyper finished without closing the socket; take the socket back.
     let parts = match parked {
         Err(r) | Ok(r @ Err(_)) => return Active::Ended(r),
@@ -789,8 +788,6 @@ struct Target {
     port: u16,
     path: String,
     query: Option<String>,
-    /// Raw path and query to send upstream (the client's own bytes).
-    raw_pq: String,
 }
 
 fn host_header(req: &Request<Incoming>) -> Result<Option<&str>, &'static str> {
@@ -854,16 +851,11 @@ fn resolve_target(
     };
     let path =
         normalize_path(if raw_path.is_empty() { "/" } else { raw_path }).map_err(norm_why)?;
-    let raw_pq = uri
-        .path_and_query()
-        .map(|pq| pq.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
     Ok(Target {
         host,
         port,
         path,
         query: query.map(str::to_string),
-        raw_pq,
     })
 }
 
@@ -1144,17 +1136,25 @@ async fn forward(
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse().ok());
-    let up_uri: Uri = match format!("http://{dst}{}", t.raw_pq).parse() {
+    // Origin-form upstream: the client's own path and query.
+    let mut up_uri = http::uri::Parts::default();
+    up_uri.path_and_query = Some(
+        parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    );
+    parts.uri = match Uri::from_parts(up_uri) {
         Ok(u) => u,
         Err(_) => {
             rec(400, Outcome::Bad, "error", (None, None));
             return bad("unusable request target");
         }
     };
-    parts.uri = up_uri;
     parts.version = http::Version::HTTP_11;
     let up_req = Request::from_parts(parts, body.boxed());
-    match shared.client.request(up_req).await {
+    match send_upstream(shared, &ctx.upstreams, dst, up_req).await {
         Ok(resp) => {
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
@@ -1176,6 +1176,62 @@ async fn forward(
             full(StatusCode::BAD_GATEWAY, "upstream request failed\n")
         }
     }
+}
+
+/// Sends `req` on the client connection's upstream connection to `dst`, opening one if
+/// there is none ready. A request that a reused connection could not send at all (the
+/// origin closed it while idle) goes out once more on a new connection.
+async fn send_upstream(
+    shared: &Shared,
+    ups: &Upstreams,
+    dst: SocketAddr,
+    req: Request<Body>,
+) -> Result<Response<Incoming>, String> {
+    let mut req = req;
+    let mut reused = true;
+    loop {
+        let mut send = match ups.take(dst) {
+            Some(s) => s,
+            None => {
+                reused = false;
+                open_upstream(shared, ups, dst).await?
+            }
+        };
+        match send.try_send_request(req).await {
+            Ok(resp) => {
+                ups.put(dst, send);
+                return Ok(resp);
+            }
+            Err(mut e) => match e.take_message() {
+                Some(r) if reused => {
+                    reused = false;
+                    req = r;
+                }
+                _ => return Err(e.into_error().to_string()),
+            },
+        }
+    }
+}
+
+async fn open_upstream(
+    shared: &Shared,
+    ups: &Upstreams,
+    dst: SocketAddr,
+) -> Result<hyper::client::conn::http1::SendRequest<Body>, String> {
+    let s = match tokio::time::timeout(shared.limits.connect_timeout, TcpStream::connect(dst)).await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(format!("connect: {e}")),
+        Err(_) => return Err("connect: timed out".into()),
+    };
+    let _ = s.set_nodelay(true);
+    let (send, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(s))
+        .await
+        .map_err(|e| e.to_string())?;
+    shared.metrics.upstream_connects.inc();
+    ups.add(conn);
+    Ok(send)
 }
 
 /// Transparent TLS: read the ClientHello (whole, within the header deadline), judge the

@@ -124,10 +124,17 @@ pub fn run(g: &Global, a: &Args) -> Result<(), CliError> {
     };
     // Validate the policy before anything starts: a bad one exits 2, as `igw check` does.
     igw_core::Policy::load(&g.policy)?;
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = a.threads {
-        rt.worker_threads(n.max(1));
-    }
+    // One thread asked for: a single-threaded scheduler (no work stealing, no atomics on
+    // every wake-up); a reload still compiles on the blocking pool, off this thread.
+    let mut rt = match a.threads {
+        Some(0 | 1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     let rt = rt.enable_all().build().context("tokio runtime")?;
     rt.block_on(async {
         let access = match a.access_log.as_str() {
