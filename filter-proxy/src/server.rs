@@ -1179,8 +1179,11 @@ async fn forward(
 }
 
 /// Sends `req` on the client connection's upstream connection to `dst`, opening one if
-/// there is none ready. A request that a reused connection could not send at all (the
-/// origin closed it while idle) goes out once more on a new connection.
+/// there is none ready. An origin may close an idle keep-alive connection at any moment,
+/// so a request that a reused connection failed goes out once more on a new connection
+/// when that is safe: it was never sent, or it is a safe method without a body (RFC 9110
+/// 9.2.2 lets a client retry those; the origin may have seen the request and closed
+/// without answering).
 async fn send_upstream(
     shared: &Shared,
     ups: &Upstreams,
@@ -1188,29 +1191,52 @@ async fn send_upstream(
     req: Request<Body>,
 ) -> Result<Response<Incoming>, String> {
     let mut req = req;
-    let mut reused = true;
-    loop {
-        let mut send = match ups.take(dst) {
-            Some(s) => s,
-            None => {
-                reused = false;
-                open_upstream(shared, ups, dst).await?
-            }
-        };
+    if let Some(mut send) = ups.take(dst) {
+        let again = replayable(&req).then(|| copy_head(&req));
         match send.try_send_request(req).await {
             Ok(resp) => {
                 ups.put(dst, send);
                 return Ok(resp);
             }
-            Err(mut e) => match e.take_message() {
-                Some(r) if reused => {
-                    reused = false;
-                    req = r;
-                }
-                _ => return Err(e.into_error().to_string()),
-            },
+            Err(mut e) => {
+                req = match (e.take_message(), again) {
+                    (Some(r), _) | (None, Some(r)) => r,
+                    (None, None) => return Err(e.into_error().to_string()),
+                };
+            }
         }
     }
+    let mut send = open_upstream(shared, ups, dst).await?;
+    match send.try_send_request(req).await {
+        Ok(resp) => {
+            ups.put(dst, send);
+            Ok(resp)
+        }
+        Err(e) => Err(e.into_error().to_string()),
+    }
+}
+
+/// A safe method (GET, HEAD, OPTIONS, TRACE) with no body: sending it twice is harmless.
+fn replayable(req: &Request<Body>) -> bool {
+    use hyper::body::Body as _;
+    matches!(
+        *req.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    ) && req.body().is_end_stream()
+}
+
+/// The same request head with an empty body.
+fn copy_head(req: &Request<Body>) -> Request<Body> {
+    let mut r = Request::new(
+        http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *r.method_mut() = req.method().clone();
+    *r.uri_mut() = req.uri().clone();
+    *r.version_mut() = req.version();
+    *r.headers_mut() = req.headers().clone();
+    r
 }
 
 async fn open_upstream(

@@ -194,3 +194,52 @@ fn parked_keep_alive_connection_serves_again() {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A client connection's keep-alive requests share one upstream connection, and an
+/// origin that closes its side after each answer (as origins close idle keep-alive
+/// connections, without a `Connection: close`) costs no request: each one that finds the
+/// upstream connection closed goes out on a new one.
+#[test]
+fn upstream_connection_reused_and_origin_close_survived() {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    let plain = Origin::start();
+    let closing = Origin::start_closing();
+    let dir = tempdir("proxy-upstream");
+    let proxy = Proxy::start(&dir, &policy(&[plain.port, closing.port]), HOSTS, &[]);
+    for (origin, conns) in [(&plain, 1), (&closing, 20)] {
+        let mut s = std::net::TcpStream::connect(proxy.addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let get = format!(
+            "GET http://allowed.test:{0}/ HTTP/1.1\r\nHost: allowed.test:{0}\r\n\r\n",
+            origin.port
+        );
+        for i in 0..20 {
+            s.write_all(get.as_bytes()).unwrap();
+            let mut out = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !String::from_utf8_lossy(&out).contains("\r\n\r\n")
+                || !out.ends_with(b"ok") && !out.ends_with(b"\n")
+            {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => out.extend_from_slice(&buf[..k]),
+                }
+            }
+            let a = String::from_utf8_lossy(&out);
+            assert!(
+                a.starts_with("HTTP/1.1 200") && a.ends_with("\r\n\r\nok"),
+                "request {i} to the origin on port {}: {a}\n{}",
+                origin.port,
+                proxy.log()
+            );
+        }
+        assert_eq!(origin.hits(), 20);
+        assert_eq!(
+            origin.conns(),
+            conns,
+            "upstream connections for 20 requests on one client connection"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -15,29 +15,52 @@ use std::time::{Duration, Instant};
 pub struct Origin {
     pub port: u16,
     pub hits: Arc<AtomicUsize>,
+    /// Connections accepted.
+    pub conns: Arc<AtomicUsize>,
 }
 
 impl Origin {
     pub fn start() -> Origin {
+        Origin::start_with(usize::MAX)
+    }
+
+    /// An origin that closes each connection after one answer, without saying so
+    /// (no `Connection: close`), as an origin closing an idle keep-alive connection does.
+    pub fn start_closing() -> Origin {
+        Origin::start_with(1)
+    }
+
+    fn start_with(per_conn: usize) -> Origin {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let hits = Arc::new(AtomicUsize::new(0));
-        let h = hits.clone();
+        let conns = Arc::new(AtomicUsize::new(0));
+        let (h, c) = (hits.clone(), conns.clone());
         std::thread::spawn(move || {
             for s in l.incoming().flatten() {
+                c.fetch_add(1, Ordering::SeqCst);
                 let h = h.clone();
-                std::thread::spawn(move || serve_plain(s, &h));
+                std::thread::spawn(move || {
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+                    serve(s, &h, per_conn)
+                });
             }
         });
-        Origin { port, hits }
+        Origin { port, hits, conns }
     }
 
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
     }
+
+    pub fn conns(&self) -> usize {
+        self.conns.load(Ordering::SeqCst)
+    }
 }
 
-fn serve<S: Read + Write>(s: S, hits: &AtomicUsize) {
+/// Answers `ok` to up to `per_conn` requests, then closes.
+fn serve<S: Read + Write>(s: S, hits: &AtomicUsize, per_conn: usize) {
+    let mut answered = 0;
     let mut r = BufReader::new(s);
     loop {
         let mut clen = 0usize;
@@ -74,12 +97,11 @@ fn serve<S: Read + Write>(s: S, hits: &AtomicUsize) {
             return;
         }
         let _ = s.flush();
+        answered += 1;
+        if answered >= per_conn {
+            return;
+        }
     }
-}
-
-fn serve_plain(s: TcpStream, hits: &AtomicUsize) {
-    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
-    serve(s, hits)
 }
 
 /// The same origin behind rustls, with a fresh rcgen certificate for the given names.
@@ -116,7 +138,7 @@ impl TlsOrigin {
                 std::thread::spawn(move || {
                     let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
                     let conn = rustls::ServerConnection::new(cfg).unwrap();
-                    serve(rustls::StreamOwned::new(conn, s), &h);
+                    serve(rustls::StreamOwned::new(conn, s), &h, usize::MAX);
                 });
             }
         });
