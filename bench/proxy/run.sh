@@ -49,6 +49,14 @@ gen_rules() { # $1 = case name
       { printf '[[l7_rules]]\nid = "deny-re"\naction = "deny"\nregex = [\n'
         awk '{print "  '"'"'"$0"'"'"',"}' "$W/regex.txt"; printf ']\n'; } > "$W/igw-extra.toml"
       printf 'acl badre url_regex "%s"\nhttp_access deny badre\n' "$W/regex.txt" > "$W/squid-extra.conf" ;;
+    ure1k|ure10k)
+      # Unanchored, as in URL block lists (ad and tracker paths anywhere in the URL): a
+      # proxy that tries the patterns one by one scans the whole URL for each of them.
+      n=${1#ure}; n=${n%k}000
+      seq 1 "$n" | awk '{ if ($1 % 2) print "[./]ad"$1"[a-z]*\\.(gif|png|js)"; else print "/track"$1"/[0-9]+" }' > "$W/regex.txt"
+      { printf '[[l7_rules]]\nid = "deny-re"\naction = "deny"\nregex = [\n'
+        awk '{print "  '"'"'"$0"'"'"',"}' "$W/regex.txt"; printf ']\n'; } > "$W/igw-extra.toml"
+      printf 'acl badre url_regex "%s"\nhttp_access deny badre\n' "$W/regex.txt" > "$W/squid-extra.conf" ;;
   esac
   { printf '[[tenants]]\nname = "lo"\nsubnets = ["127.0.0.0/8"]\n'
     cat "$W/igw-extra.toml"
@@ -135,7 +143,11 @@ LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 D=$(cd "$W" && taskset -c 1 wrk -t1 -c$CONNS -d${DUR}s --latency "http://127.0.0.1:$ORIGIN_PORT/1k" 2>&1)
 DIRECT_RPS=$(echo "$D" | awk '/Requests\/sec/ {print $2}')
 
-for c in none dom10k dom100k re1k re10k; do
+# CASES: the rule cases to run (default all; `none` is always run: the other rows are
+# read against it).
+CASES="none ${CASES:-dom10k dom100k re1k re10k ure1k ure10k}"
+CASES=$(echo "$CASES" | tr ' ' '\n' | awk '!seen[$0]++' | tr '\n' ' ')
+for c in $CASES; do
   gen_rules $c
   start_igw; measure igw $c 1k; [ $c = none ] && measure igw $c 1m; stop_proxy
   start_squid; measure squid $c 1k; [ $c = none ] && measure squid $c 1m; stop_proxy
@@ -198,6 +210,7 @@ reload_run() { # $1 name, $2 port, $3 reload command -> "req/s p99 non2xx socket
   echo "$(echo "$out" | awk '/Requests\/sec/ {print $2}') $(ms "$(echo "$out" | awk '$1=="99%" {print $2}')") $(echo "$out" | awk '/Non-2xx/ {print $NF}' | grep . || echo 0) $(echo "$out" | awk '/Socket errors/ {gsub(",",""); print $4+$6+$8+$10}' | grep . || echo 0)"
 }
 ulimit -n 65536 || true
+if [ "${OTHER:-1}" = 1 ]; then
 start_igw
 X[igw_connect]=$(connect_run $IGW_PORT)
 X[igw_rss]=$(idle_rss $IGW_PORT $PROXY_PID)
@@ -209,6 +222,7 @@ X[squid_connect]=$(connect_run $SQUID_PORT)
 X[squid_rss]=$(idle_rss $SQUID_PORT $PROXY_PID)
 X[squid_reload]=$(reload_run squid $SQUID_PORT "squid -k reconfigure -f '$W/squid.conf'")
 stop_proxy
+fi
 for k in "${!X[@]}"; do echo "$k: ${X[$k]}" >&2; done
 
 f() { echo "${R[$1]}" | awk -v i=$2 '{print $i}'; }
@@ -225,7 +239,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b>0) printf "%.2fx", a/b; else pr
   echo
   echo "| case (1 KiB GET) | igw req/s | squid req/s | ratio | igw p50/p99 ms | squid p50/p99 ms | igw CPU us/req (range over $REPS runs) | squid CPU us/req (range) | non-2xx igw/squid |"
   echo "|---|---|---|---|---|---|---|---|---|"
-  for c in none dom10k dom100k re1k re10k; do
+  for c in $CASES; do
     echo "| $c | $(f igw,$c,1k 1) | $(f squid,$c,1k 1) | $(ratio "$(f igw,$c,1k 1)" "$(f squid,$c,1k 1)") | $(f igw,$c,1k 2)/$(f igw,$c,1k 3) | $(f squid,$c,1k 2)/$(f squid,$c,1k 3) | $(f igw,$c,1k 7) (${SPREAD[igw,$c,1k]}) | $(f squid,$c,1k 7) (${SPREAD[squid,$c,1k]}) | $(f igw,$c,1k 6)/$(f squid,$c,1k 6) |"
   done
   echo
