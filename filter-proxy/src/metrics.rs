@@ -58,6 +58,7 @@ pub struct Metrics {
     /// Set from the splice module when scraped.
     pub tunnel_pipes: Gauge,
     pub tunnel_small_pipes: Gauge,
+    pub access_log_dropped: Gauge,
 }
 
 impl Metrics {
@@ -116,6 +117,11 @@ impl Metrics {
             "igw_proxy_tunnel_small_pipes",
             "Tunnel pipes left at the kernel's minimum size because the uid's pipe limit (fs.pipe-user-pages-soft) was reached",
             self.tunnel_small_pipes.clone(),
+        );
+        r.register(
+            "igw_proxy_access_log_dropped",
+            "Access log lines dropped because the log's storage could not keep up",
+            self.access_log_dropped.clone(),
         );
     }
 }

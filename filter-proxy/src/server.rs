@@ -224,6 +224,9 @@ impl Shared {
         self.metrics
             .tunnel_small_pipes
             .set(crate::splice::small_pipes() as i64);
+        self.metrics
+            .access_log_dropped
+            .set(self.access.dropped() as i64);
         let _ = prometheus_client::encoding::text::encode(&mut s, &self.registry);
         s
     }

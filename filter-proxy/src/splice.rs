@@ -26,11 +26,11 @@ use tokio::time::Instant;
 
 /// Bytes moved per splice call at most; also the pipe size asked for. A larger pipe
 /// means fewer system calls per megabyte (the default pipe holds 64 KiB).
-const PIPE_SIZE: usize = 1024 * 1024;
+const PIPE_SIZE: usize = 256 * 1024;
 
 /// Empty pipes a thread keeps for its tunnels' next wake-ups; more are closed when given
-/// back. Bounds what an idle proxy keeps charged against the pipe limit (32 MiB).
-const POOL_MAX: usize = 32;
+/// back. Bounds what an idle proxy keeps charged against the pipe limit (4 MiB a thread).
+const POOL_MAX: usize = 16;
 
 /// Pipes open in this process (pooled or in flight); exported as a metric.
 static OPEN_PIPES: AtomicUsize = AtomicUsize::new(0);

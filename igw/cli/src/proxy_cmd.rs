@@ -50,14 +50,18 @@ pub struct Args {
     /// Largest request head in bytes.
     #[arg(long, default_value_t = 16384)]
     pub max_header_bytes: usize,
+    /// Client connections open at once, all tenants; a new one past it is closed at
+    /// once and counted in igw_proxy_refused_connections{reason="limit-total"}.
     #[arg(long, default_value_t = 20000)]
     pub max_connections: usize,
+    /// Client connections open at once from one tenant, so that one tenant cannot take
+    /// them all; counted with reason="limit-tenant".
     #[arg(long, default_value_t = 10000)]
     pub max_connections_per_tenant: usize,
     /// Seconds a shutdown waits for open connections.
     #[arg(long, default_value_t = 30)]
     pub drain_timeout: u64,
-    /// Worker threads (default: one per core).
+    /// Worker threads (default: one per core); 1 runs a single-threaded scheduler.
     #[arg(long)]
     pub threads: Option<usize>,
 }
