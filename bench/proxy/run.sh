@@ -34,6 +34,11 @@ taskset -c 1 nginx -c "$W/nginx/nginx.conf" -p "$W/nginx" & PIDS+=($!)
 echo "127.0.0.1 origin.test" > "$W/hosts"
 
 # --- rule sets --------------------------------------------------------------------------
+regex_rules() { # the patterns of $W/regex.txt as one deny rule for each proxy
+  { printf '[[l7_rules]]\nid = "deny-re"\naction = "deny"\nregex = [\n'
+    awk '{print "  '"'"'"$0"'"'"',"}' "$W/regex.txt"; printf ']\n'; } > "$W/igw-extra.toml"
+  printf 'acl badre url_regex "%s"\nhttp_access deny badre\n' "$W/regex.txt" > "$W/squid-extra.conf"
+}
 gen_rules() { # $1 = case name
   : > "$W/igw-extra.toml"; : > "$W/squid-extra.conf"; : > "$W/domains.txt"; : > "$W/squid-domains.txt"; : > "$W/regex.txt"
   case "$1" in
@@ -44,19 +49,15 @@ gen_rules() { # $1 = case name
       printf '[[l7_rules]]\nid = "deny-list"\naction = "deny"\ndomain_files = ["domains.txt"]\n' > "$W/igw-extra.toml"
       printf 'acl bad dstdomain "%s"\nhttp_access deny bad\n' "$W/squid-domains.txt" > "$W/squid-extra.conf" ;;
     re1k|re10k)
+      # Anchored at the scheme and host.
       n=${1#re}; n=${n%k}000
       seq 1 "$n" | awk '{print "^http://h"$1"\\.example\\.com/p"$1"/[a-z]+"}' > "$W/regex.txt"
-      { printf '[[l7_rules]]\nid = "deny-re"\naction = "deny"\nregex = [\n'
-        awk '{print "  '"'"'"$0"'"'"',"}' "$W/regex.txt"; printf ']\n'; } > "$W/igw-extra.toml"
-      printf 'acl badre url_regex "%s"\nhttp_access deny badre\n' "$W/regex.txt" > "$W/squid-extra.conf" ;;
+      regex_rules ;;
     ure1k|ure10k)
-      # Unanchored, as in URL block lists (ad and tracker paths anywhere in the URL): a
-      # proxy that tries the patterns one by one scans the whole URL for each of them.
+      # Unanchored, as URL block lists write them (ad and tracker paths anywhere in the URL).
       n=${1#ure}; n=${n%k}000
       seq 1 "$n" | awk '{ if ($1 % 2) print "[./]ad"$1"[a-z]*\\.(gif|png|js)"; else print "/track"$1"/[0-9]+" }' > "$W/regex.txt"
-      { printf '[[l7_rules]]\nid = "deny-re"\naction = "deny"\nregex = [\n'
-        awk '{print "  '"'"'"$0"'"'"',"}' "$W/regex.txt"; printf ']\n'; } > "$W/igw-extra.toml"
-      printf 'acl badre url_regex "%s"\nhttp_access deny badre\n' "$W/regex.txt" > "$W/squid-extra.conf" ;;
+      regex_rules ;;
   esac
   { printf '[[tenants]]\nname = "lo"\nsubnets = ["127.0.0.0/8"]\n'
     cat "$W/igw-extra.toml"
@@ -121,9 +122,23 @@ declare -A SPREAD
 # REPS runs per cell (default 3); the cell reports the run with the median req/s, and
 # the spread of CPU per request over the runs is kept for the notes.
 REPS=${REPS:-3}
+# A URL that the case's first rule denies: both proxies must answer it 403 before the
+# case is measured, so that no row is a proxy that did not load its rules.
+denied_url() {
+  case "$1" in
+    dom*) echo "http://x.d1.example:$ORIGIN_PORT/1k" ;;
+    re*) echo "http://h1.example.com/p1/abc" ;;
+    ure*) echo "http://origin.test:$ORIGIN_PORT/img/ad1x.gif" ;;
+  esac
+}
 measure() { # $1 proxy (igw|squid), $2 case, $3 object
   local t0 t1 res runs=() i
   local port=$IGW_PORT; [ "$1" = squid ] && port=$SQUID_PORT
+  local probe code; probe=$(denied_url "$2")
+  if [ -n "$probe" ]; then
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -x "http://127.0.0.1:$port" "$probe" || true)
+    [ "$code" = 403 ] || { echo "$1 $2: $probe answered $code, not 403: rules not in force" >&2; exit 1; }
+  fi
   for i in $(seq 1 "$REPS"); do
     t0=$(cpu_ticks $PROXY_PID)
     res=$(run_wrk $port "http://origin.test:$ORIGIN_PORT/$3")
