@@ -193,7 +193,7 @@ flush() { for n in "$A" "$B"; do ip netns exec "$n" conntrack -F 2>/dev/null || 
 igw_status() { # node field-expression
   "$IGW" --node "$WORK/$1.toml" conntrack status --json | python3 -c "import json,sys; d=json.load(sys.stdin); print($2)"
 }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else print "-" }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a != "" && b > 0) printf "%.2f", a/b; else print "-" }'; }
 # CPU-seconds per 100k entries (or events): cpu n
 per100k() { awk -v c="$1" -v n="$2" 'BEGIN{ if (n > 0) printf "%.3f", c * 100000 / n; else print "-" }'; }
 
@@ -318,7 +318,7 @@ for who in $CHURN_WHO; do
   crow "| $label | $out | $events | $total s (lag $lag s) | $rate/s | $state | A ${CPUA[$who]}, B ${CPUB[$who]} | A $ca s, B $cb s$extra |"
 done
 # CPU ratios: conntrackd's CPU per event over igw's (above 1: igw needs less).
-has churn && crow "| ratio igw/conntrackd | | | | direct inject $(ratio "${CRATE[inject]}" "${CRATE[conntrackd]}"), cache mode $(ratio "${CRATE[cache]}" "${CRATE[conntrackd]}") | | conntrackd's CPU / igw's: inject A $(ratio "${CPUA[conntrackd]}" "${CPUA[inject]}"), B $(ratio "${CPUB[conntrackd]}" "${CPUB[inject]}"); cache A $(ratio "${CPUA[conntrackd]}" "${CPUA[cache]}"), B $(ratio "${CPUB[conntrackd]}" "${CPUB[cache]}") | |"
+has churn && crow "| ratio igw/conntrackd | | | | direct inject $(ratio "${CRATE[inject]:-}" "${CRATE[conntrackd]:-}"), cache mode $(ratio "${CRATE[cache]:-}" "${CRATE[conntrackd]:-}") | | conntrackd's CPU / igw's: inject A $(ratio "${CPUA[conntrackd]:-}" "${CPUA[inject]:-}"), B $(ratio "${CPUB[conntrackd]:-}" "${CPUB[inject]:-}"); cache A $(ratio "${CPUA[conntrackd]:-}" "${CPUA[cache]:-}"), B $(ratio "${CPUB[conntrackd]:-}" "${CPUB[cache]:-}") | |"
 
 # --- bulk transfer: the daemons alone, no generator ---------------------------------------
 # A's table is filled first (RESYNC_N entries, default 500000); then the whole table is
