@@ -193,9 +193,9 @@ flush() { for n in "$A" "$B"; do ip netns exec "$n" conntrack -F 2>/dev/null || 
 igw_status() { # node field-expression
   "$IGW" --node "$WORK/$1.toml" conntrack status --json | python3 -c "import json,sys; d=json.load(sys.stdin); print($2)"
 }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else print "-" }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a != "" && b > 0) printf "%.2f", a/b; else print "-" }'; }
 # CPU-seconds per 100k entries (or events): cpu n
-per100k() { awk -v c="$1" -v n="$2" 'BEGIN{ if (n > 0) printf "%.3f", c * 100000 / n; else print "-" }'; }
+per100k() { awk -v c="$1" -v n="$2" 'BEGIN{ if (c != "-" && n > 0) printf "%.3f", c * 100000 / n; else print "-" }'; }
 
 start_igw() { # inject|cache
   local flag=--no-direct-inject; [ "$1" = inject ] && flag=--direct-inject
@@ -277,7 +277,25 @@ done
 # --- churn -----------------------------------------------------------------------------
 CHURN_LIVE=${CHURN_LIVE:-50000}; CHURN_SECS=${CHURN_SECS:-10}
 CROWS=()
-declare -A CRATE=() CPUA=() CPUB=()
+declare -A CRATE=() CPUA=() CPUB=() TCA=() TCB=()
+# The same CPU by perf's task-clock (on-CPU time measured at each context switch), besides
+# /proc's utime+stime: on the bench VM the two disagree for a daemon that shares its CPU with
+# the generator (see RESULTS.md, third pass), and the generator's own task-clock shows which
+# split of that CPU is consistent. Optional: "-" without perf.
+tc_start() { # writes $WORK/tc-{a,b,gen}
+  TC_PIDS=(); rm -f "$WORK"/tc-*
+  command -v perf >/dev/null || return 0
+  perf stat -x, -e task-clock -p "$PA" -o "$WORK/tc-a" 2>/dev/null & TC_PIDS+=($!)
+  perf stat -x, -e task-clock -p "$PB" -o "$WORK/tc-b" 2>/dev/null & TC_PIDS+=($!)
+  ( for _ in $(seq 500); do g=$(pgrep -n -f "^$FILL churn" || true); [ -n "$g" ] && break; sleep 0.01; done
+    [ -n "$g" ] && exec perf stat -x, -e task-clock -p "$g" -o "$WORK/tc-gen" 2>/dev/null ) & TC_GEN=$!
+}
+tc_stop() {
+  for p in ${TC_PIDS[@]+"${TC_PIDS[@]}"}; do kill -INT "$p" 2>/dev/null || true; done
+  for p in ${TC_PIDS[@]+"${TC_PIDS[@]}"}; do wait "$p" 2>/dev/null || true; done
+  wait "${TC_GEN:-}" 2>/dev/null || true
+}
+tc_s() { awk -F, '$3 ~ /task-clock/ { printf "%.2f", $1 / 1000; f = 1 } END { if (!f) print "-" }' "$WORK/tc-$1" 2>/dev/null || echo -; }
 CHURN_WHO=""; has churn && CHURN_WHO=${CHURN_DAEMONS:-inject cache conntrackd}
 # As on two machines: A's daemon and the generator on CPU 0, B's daemon (and the kernel
 # work of its writes, done in its own system calls) on CPU 1.
@@ -287,6 +305,7 @@ for who in $CHURN_WHO; do
   flush
   if [ "$who" = conntrackd ]; then start_ctd; else start_igw "$who"; fi
   ca0=$(cpu_s "$PA"); cb0=$(cpu_s "$PB")
+  tc_start
   t0=$(now)
   out=$($PIN_A ip netns exec "$A" timeout $((CHURN_SECS + 120)) "$FILL" churn "$CHURN_LIVE" "$CHURN_SECS")
   t1=$(now)
@@ -308,17 +327,20 @@ for who in $CHURN_WHO; do
   fi
   ca=$(awk -v a="$ca0" -v b="$(cpu_s "$PA")" 'BEGIN{printf "%.2f", b-a}')
   cb=$(awk -v a="$cb0" -v b="$(cpu_s "$PB")" 'BEGIN{printf "%.2f", b-a}')
+  tc_stop
   stop_pair
   total=$(secs "$t0" "$t2"); lag=$(secs "$t1" "$t2")
   rate=$(awk -v e="$events" -v s="$total" 'BEGIN{printf "%.0f", e/s}')
   CRATE[$who]=$rate
   CPUA[$who]=$(per100k "$ca" "$events"); CPUB[$who]=$(per100k "$cb" "$events")
+  tca=$(tc_s a); tcb=$(tc_s b); tcg=$(tc_s gen)
+  TCA[$who]=$(per100k "$tca" "$events"); TCB[$who]=$(per100k "$tcb" "$events")
   label="igw (cache mode)"; [ "$who" = inject ] && label="igw (direct inject)"; [ "$who" = conntrackd ] && label="conntrackd FTFW"
   [ "$ok" = 1 ] && state="equal ($got)" || state="**differs: B $got vs A $in_a after 60 s**"
-  crow "| $label | $out | $events | $total s (lag $lag s) | $rate/s | $state | A ${CPUA[$who]}, B ${CPUB[$who]} | A $ca s, B $cb s$extra |"
+  crow "| $label | $out | $events | $total s (lag $lag s) | $rate/s | $state | A ${CPUA[$who]}, B ${CPUB[$who]} (task-clock: A ${TCA[$who]}, B ${TCB[$who]}) | A $ca s, B $cb s; task-clock A $tca s, B $tcb s, generator $tcg s$extra |"
 done
 # CPU ratios: conntrackd's CPU per event over igw's (above 1: igw needs less).
-has churn && crow "| ratio igw/conntrackd | | | | direct inject $(ratio "${CRATE[inject]}" "${CRATE[conntrackd]}"), cache mode $(ratio "${CRATE[cache]}" "${CRATE[conntrackd]}") | | conntrackd's CPU / igw's: inject A $(ratio "${CPUA[conntrackd]}" "${CPUA[inject]}"), B $(ratio "${CPUB[conntrackd]}" "${CPUB[inject]}"); cache A $(ratio "${CPUA[conntrackd]}" "${CPUA[cache]}"), B $(ratio "${CPUB[conntrackd]}" "${CPUB[cache]}") | |"
+has churn && crow "| ratio igw/conntrackd | | | | direct inject $(ratio "${CRATE[inject]:-}" "${CRATE[conntrackd]:-}"), cache mode $(ratio "${CRATE[cache]:-}" "${CRATE[conntrackd]:-}") | | conntrackd's CPU / igw's: inject A $(ratio "${CPUA[conntrackd]:-}" "${CPUA[inject]:-}"), B $(ratio "${CPUB[conntrackd]:-}" "${CPUB[inject]:-}"); cache A $(ratio "${CPUA[conntrackd]:-}" "${CPUA[cache]:-}"), B $(ratio "${CPUB[conntrackd]:-}" "${CPUB[cache]:-}"); by task-clock: cache A $(ratio "${TCA[conntrackd]:-}" "${TCA[cache]:-}"), B $(ratio "${TCB[conntrackd]:-}" "${TCB[cache]:-}") | |"
 
 # --- bulk transfer: the daemons alone, no generator ---------------------------------------
 # A's table is filled first (RESYNC_N entries, default 500000); then the whole table is
@@ -419,7 +441,9 @@ if [ ${#CROWS[@]} -gt 0 ]; then
     echo "every 50 ms; rate = events / that time. Pinned as on two machines: the generator and A's daemon"
     echo "on CPU 0, B's daemon on CPU 1 (the sizes above run unpinned). CPU per 100k: each daemon's"
     echo "CPU-seconds (user + system, its own process only: the kernel's work of building the events"
-    echo "is the generator's) over the run, per 100k events."
+    echo "is the generator's) over the run, per 100k events; in brackets the same from perf's task-clock"
+    echo "(on-CPU time taken at each context switch), which on the bench VM splits CPU 0 between the"
+    echo "generator and A's daemon differently from /proc's ticks (RESULTS.md, third pass)."
     echo
     echo "| daemon | generator | events | until equal | replicated | B vs A at the end | CPU-s per 100k events | CPU, notes |"
     echo "| --- | --- | --- | --- | --- | --- | --- | --- |"

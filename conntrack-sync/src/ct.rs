@@ -238,7 +238,7 @@ fn ip6(v: &[u8]) -> Result<IpAddr, DecodeError> {
 }
 
 /// `CTA_PROTOINFO_TCP`: state, window scales and flags per direction.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TcpInfo {
     pub state: Option<u8>,
     pub wscale_orig: Option<u8>,
@@ -866,11 +866,12 @@ impl ProtoInfo {
 }
 
 impl Tuple {
-    /// Ports in both directions and nothing else optional (no ICMP fields, no
+    /// One family, ports in both directions and nothing else optional (no ICMP fields, no
     /// directional zone, no attribute this codec does not model): the tuples of nearly every
     /// entry, which fixed-size forms can hold exactly.
     pub fn is_plain(&self) -> bool {
-        self.src_port.is_some()
+        self.src.is_ipv4() == self.dst.is_ipv4()
+            && self.src_port.is_some()
             && self.dst_port.is_some()
             && self.icmp_id.is_none()
             && self.icmp_type.is_none()
@@ -891,6 +892,176 @@ impl Tuple {
             icmp_code: None,
             zone: None,
             other: Vec::new(),
+        }
+    }
+}
+
+/// Addresses and ports of one direction of a plain tuple in fixed fields (an IPv4
+/// address in the first 4 bytes, the rest zero).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ends {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+}
+
+fn octets(a: IpAddr) -> [u8; 16] {
+    match a {
+        IpAddr::V4(a) => {
+            let mut b = [0; 16];
+            b[..4].copy_from_slice(&a.octets());
+            b
+        }
+        IpAddr::V6(a) => a.octets(),
+    }
+}
+
+fn addr(b: &[u8; 16], v6: bool) -> IpAddr {
+    if v6 {
+        IpAddr::from(*b)
+    } else {
+        IpAddr::from([b[0], b[1], b[2], b[3]])
+    }
+}
+
+impl Ends {
+    fn of(t: &Tuple) -> Self {
+        Ends {
+            src: octets(t.src),
+            dst: octets(t.dst),
+            sport: t.src_port.unwrap_or(0),
+            dport: t.dst_port.unwrap_or(0),
+        }
+    }
+
+    fn tuple(&self, v6: bool, proto: u8) -> Tuple {
+        Tuple {
+            src: addr(&self.src, v6),
+            dst: addr(&self.dst, v6),
+            proto,
+            src_port: Some(self.sport),
+            dst_port: Some(self.dport),
+            icmp_id: None,
+            icmp_type: None,
+            icmp_code: None,
+            zone: None,
+            other: Vec::new(),
+        }
+    }
+}
+
+/// The key of an entry whose original tuple is plain ([`Tuple::is_plain`]), in fixed
+/// fields: what the standby's cache and the active's coalescer hash and compare (a few
+/// machine words instead of a walk over a [`Tuple`]'s enums, options and vector).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlainKey {
+    pub ends: Ends,
+    pub zone: u16,
+    pub proto: u8,
+    pub v6: bool,
+}
+
+impl PlainKey {
+    /// `None` unless `orig` is plain.
+    pub fn of(zone: u16, orig: &Tuple) -> Option<Self> {
+        orig.is_plain().then(|| PlainKey {
+            ends: Ends::of(orig),
+            zone,
+            proto: orig.proto,
+            v6: orig.src.is_ipv6(),
+        })
+    }
+
+    pub fn key(&self) -> CtKey {
+        CtKey {
+            zone: self.zone,
+            orig: self.ends.tuple(self.v6, self.proto),
+        }
+    }
+
+    /// Feeds the key to `h` as machine words (two for IPv4, five for IPv6): equal keys
+    /// give equal words, and the family is part of the last word.
+    pub fn hash_into(&self, h: &mut impl std::hash::Hasher) {
+        let e = &self.ends;
+        let w = |b: &[u8]| u64::from_ne_bytes(b.try_into().unwrap_or_default());
+        if self.v6 {
+            h.write_u64(w(&e.src[..8]));
+            h.write_u64(w(&e.src[8..]));
+            h.write_u64(w(&e.dst[..8]));
+            h.write_u64(w(&e.dst[8..]));
+        } else {
+            h.write_u64(
+                u64::from(u32::from_ne_bytes([e.src[0], e.src[1], e.src[2], e.src[3]])) << 32
+                    | u64::from(u32::from_ne_bytes([e.dst[0], e.dst[1], e.dst[2], e.dst[3]])),
+            );
+        }
+        h.write_u64(
+            u64::from(e.sport) << 48
+                | u64::from(e.dport) << 32
+                | u64::from(self.zone) << 16
+                | u64::from(self.proto) << 8
+                | u64::from(self.v6),
+        );
+    }
+}
+
+/// A plain entry ([`CtEntry::is_plain`]: nearly all) in fixed fields, ~100 bytes instead of
+/// the 240 of a [`CtEntry`], whose optional parts are sized for the rare entries. The sync
+/// protocol's compact batch item decodes straight into it and the standby's cache holds
+/// it as it is, so the common entry never becomes a [`CtEntry`] on the standby.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlainEntry {
+    pub orig: Ends,
+    pub reply: Ends,
+    pub status: u32,
+    pub timeout: u32,
+    pub mark: u32,
+    pub zone: u16,
+    pub v6: bool,
+    pub proto: u8,
+    pub tcp: Option<TcpInfo>,
+}
+
+impl PlainEntry {
+    /// `None` unless the entry is plain.
+    pub fn of(e: &CtEntry) -> Option<Self> {
+        e.is_plain().then(|| PlainEntry {
+            orig: Ends::of(&e.orig),
+            reply: Ends::of(&e.reply),
+            status: e.status,
+            timeout: e.timeout,
+            mark: e.mark,
+            zone: e.zone,
+            v6: e.orig.src.is_ipv6(),
+            proto: e.orig.proto,
+            tcp: e.protoinfo.as_ref().and_then(|p| p.tcp),
+        })
+    }
+
+    /// The entry it stands for.
+    pub fn entry(&self) -> CtEntry {
+        CtEntry {
+            orig: self.orig.tuple(self.v6, self.proto),
+            reply: self.reply.tuple(self.v6, self.proto),
+            status: self.status,
+            timeout: self.timeout,
+            mark: self.mark,
+            zone: self.zone,
+            protoinfo: self.tcp.map(|t| ProtoInfo {
+                tcp: Some(t),
+                other: Vec::new(),
+            }),
+            labels: None,
+        }
+    }
+
+    pub fn key(&self) -> PlainKey {
+        PlainKey {
+            ends: self.orig,
+            zone: self.zone,
+            proto: self.proto,
+            v6: self.v6,
         }
     }
 }
@@ -1093,7 +1264,7 @@ mod tests {
             .attrs
             .iter()
             .find_map(|a| match a {
-                CtAttr::ProtoInfo(p) => p.tcp.clone(),
+                CtAttr::ProtoInfo(p) => p.tcp,
                 _ => None,
             })
             .unwrap();

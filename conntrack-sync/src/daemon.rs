@@ -21,7 +21,7 @@ use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
 
 use crate::netlink::{CtSocket, EventGroups, EventKind, NlError, errno_counts};
-use crate::proto::{self, Body, Frame, FrameError, Key, NONCE_LEN, ReplayGuard, Role, Update};
+use crate::proto::{self, Body, Frame, FrameError, Item, Key, NONCE_LEN, ReplayGuard, Role};
 use crate::state::{Applied, Cache, Coalescer, Filter, Injection};
 
 #[derive(Debug)]
@@ -386,15 +386,18 @@ fn event_thread(mut sock: CtSocket, sh: Arc<Shared>) {
         }
         let mut p = sh.pending.lock().unwrap_or_else(|e| e.into_inner());
         let before = p.coalesced;
-        for ev in evs.drain(..) {
+        // Each accepted entry goes into the coalescer in fixed fields, read in place (the
+        // events are not moved out of their vector).
+        for ev in &evs {
             if !sh.cfg.filter.accepts(&ev.entry) {
                 continue;
             }
-            p.push(match ev.kind {
-                EventKind::Destroy => Update::Delete(ev.entry.key()),
-                EventKind::New | EventKind::Update => Update::Upsert(ev.entry),
+            p.push_item(match ev.kind {
+                EventKind::Destroy => Item::delete(&ev.entry),
+                EventKind::New | EventKind::Update => Item::upsert(&ev.entry),
             });
         }
+        evs.clear();
         sh.m.coalesced.inc_by(p.coalesced - before);
         drop(p);
         sh.wake.notify_one();
@@ -669,13 +672,13 @@ fn encode_batches<E>(
     session: u64,
     seq: &mut u64,
     nonce: &[u8; NONCE_LEN],
-    items: &[Update],
+    items: &[Item],
     out: &mut Vec<u8>,
     mut flush: impl FnMut(&mut Vec<u8>) -> Result<(), E>,
 ) -> Result<(), E> {
     for chunk in items.chunks(sh.cfg.batch.max(1)) {
         *seq += 1;
-        proto::encode_batch(session, *seq, chunk, &sh.cfg.key, nonce, out);
+        proto::encode_batch_items(session, *seq, chunk, &sh.cfg.key, nonce, out);
         sh.sent_at
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -695,7 +698,7 @@ async fn send_batches(
     session: u64,
     seq: &mut u64,
     nonce: &[u8; NONCE_LEN],
-    items: &[Update],
+    items: &[Item],
 ) -> Result<(), String> {
     let mut out = Vec::new();
     let mut chunks = Vec::new();
@@ -757,7 +760,7 @@ async fn resync(
                     if failed.is_err() || !sh2.cfg.filter.accepts(&e) {
                         return;
                     }
-                    items.push(Update::Upsert(e));
+                    items.push(Item::upsert(&e));
                     if items.len() == batch {
                         n += items.len() as u64;
                         failed = encode_batches(
@@ -891,6 +894,8 @@ async fn receive(stream: TcpStream, sh: &Arc<Shared>) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     sh.m.peer_connected.set(1);
     let mut guard = ReplayGuard::default();
+    // A batch's items, decoded straight into the form the cache holds.
+    let mut items = Vec::new();
     loop {
         let raw = match read_frame(&mut r).await {
             Ok(Some(raw)) => raw,
@@ -901,7 +906,7 @@ async fn receive(stream: TcpStream, sh: &Arc<Shared>) -> Result<(), String> {
                 return Err(e.to_string());
             }
         };
-        let f = match proto::decode(&raw, key, &my_nonce) {
+        let f = match proto::decode_items(&raw, key, &my_nonce, &mut items) {
             Ok(f) => f,
             Err(FrameError::BadMac) => {
                 sh.m.drop("bad_mac");
@@ -919,11 +924,11 @@ async fn receive(stream: TcpStream, sh: &Arc<Shared>) -> Result<(), String> {
         sh.m.frames_received.inc();
         let now = sh.now_ms();
         match f.body {
-            Body::Batch(items) => {
+            Body::Batch(_) => {
                 sh.m.updates_received.inc_by(items.len() as u64);
                 let mut c = sh.cache.lock().unwrap_or_else(|e| e.into_inner());
-                for u in items {
-                    if c.apply(u, now) == Applied::Full {
+                for it in items.drain(..) {
+                    if c.apply_item(it, now) == Applied::Full {
                         sh.m.drop("cache_full");
                     }
                 }

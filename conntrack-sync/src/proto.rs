@@ -22,7 +22,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::DecodeError;
-use crate::ct::{CtEntry, CtKey};
+use crate::ct::{CtEntry, CtKey, PlainEntry, PlainKey};
 
 pub const MAGIC: &[u8; 4] = b"IGWS";
 pub const VERSION: u8 = 2;
@@ -235,30 +235,78 @@ const OP_DELETE_COMPACT: u8 = 4;
 fn batch_body(items: &[Update], out: &mut Vec<u8>) {
     out.extend_from_slice(&(items.len() as u32).to_be_bytes());
     for u in items {
-        let at = out.len();
-        out.extend_from_slice(&[0; 5]);
-        let op = match u {
-            Update::Upsert(e) if compact::fits(e) => {
-                compact::put_entry(e, out);
+        put_update(u, out);
+    }
+}
+
+/// One item of a batch: the compact form when the entry (or key) is plain, else attributes.
+fn put_update(u: &Update, out: &mut Vec<u8>) {
+    put_item(out, |out| match u {
+        Update::Upsert(e) => match PlainEntry::of(e) {
+            Some(p) => {
+                compact::put_plain(&p, out);
                 OP_UPSERT_COMPACT
             }
-            Update::Upsert(e) => {
+            None => {
                 e.emit(out);
                 OP_UPSERT
             }
-            Update::Delete(k) if compact::fits_tuple(&k.orig) => {
-                compact::put_key(k, out);
+        },
+        Update::Delete(k) => match PlainKey::of(k.zone, &k.orig) {
+            Some(p) => {
+                compact::put_plain_key(&p, out);
                 OP_DELETE_COMPACT
             }
-            Update::Delete(k) => {
+            None => {
                 k.emit(out);
                 OP_DELETE
             }
-        };
-        let len = (out.len() - at - 5) as u32;
-        out[at] = op;
-        out[at + 1..at + 5].copy_from_slice(&len.to_be_bytes());
+        },
+    });
+}
+
+/// [`batch_body`] of items: the same bytes as of their updates.
+fn batch_body_items(items: &[Item], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(items.len() as u32).to_be_bytes());
+    for it in items {
+        match it {
+            Item::Upsert(p) => put_item(out, |out| {
+                compact::put_plain(p, out);
+                OP_UPSERT_COMPACT
+            }),
+            Item::Delete(k) => put_item(out, |out| {
+                compact::put_plain_key(k, out);
+                OP_DELETE_COMPACT
+            }),
+            Item::Other(u) => put_update(u, out),
+        }
     }
+}
+
+/// Appends one item: its op (returned by `body`, which writes the item) and length.
+fn put_item(out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>) -> u8) {
+    let at = out.len();
+    out.extend_from_slice(&[0; 5]);
+    let op = body(out);
+    let len = (out.len() - at - 5) as u32;
+    out[at] = op;
+    out[at + 1..at + 5].copy_from_slice(&len.to_be_bytes());
+}
+
+/// [`encode_batch`] of items (the active's coalesced updates): the same bytes as of the
+/// updates they stand for.
+pub fn encode_batch_items(
+    session: u64,
+    seq: u64,
+    items: &[Item],
+    key: &Key,
+    peer_nonce: &[u8; NONCE_LEN],
+    out: &mut Vec<u8>,
+) {
+    let start = out.len();
+    header(out, 2, session, seq);
+    batch_body_items(items, out);
+    seal(out, start, key, peer_nonce);
 }
 
 /// The compact form of a batch item: the common entry (IPv4 or IPv6 with ports in both
@@ -274,10 +322,8 @@ fn batch_body(items: &[Update], out: &mut Vec<u8>) {
 /// flags reply[2]` (present fields only). Delete: `flags | proto | orig | [zone u16]`.
 /// Big endian.
 mod compact {
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-
     use crate::DecodeError;
-    use crate::ct::{CtEntry, CtKey, ProtoInfo, TcpInfo, Tuple};
+    use crate::ct::{CtEntry, CtKey, Ends, PlainEntry, PlainKey, TcpInfo};
 
     const V6: u8 = 1;
     const MARK: u8 = 2;
@@ -285,33 +331,17 @@ mod compact {
     const TCP: u8 = 8;
     const KNOWN: u8 = V6 | MARK | ZONE | TCP;
 
-    pub fn fits_tuple(t: &Tuple) -> bool {
-        t.is_plain()
+    fn put_ends(e: &Ends, v6: bool, out: &mut Vec<u8>) {
+        let n = if v6 { 16 } else { 4 };
+        out.extend_from_slice(&e.src[..n]);
+        out.extend_from_slice(&e.dst[..n]);
+        out.extend_from_slice(&e.sport.to_be_bytes());
+        out.extend_from_slice(&e.dport.to_be_bytes());
     }
 
-    pub fn fits(e: &CtEntry) -> bool {
-        e.is_plain()
-    }
-
-    fn put_addr(a: IpAddr, out: &mut Vec<u8>) {
-        match a {
-            IpAddr::V4(a) => out.extend_from_slice(&a.octets()),
-            IpAddr::V6(a) => out.extend_from_slice(&a.octets()),
-        }
-    }
-
-    fn put_tuple(t: &Tuple, out: &mut Vec<u8>) {
-        put_addr(t.src, out);
-        put_addr(t.dst, out);
-        out.extend_from_slice(&t.src_port.unwrap_or(0).to_be_bytes());
-        out.extend_from_slice(&t.dst_port.unwrap_or(0).to_be_bytes());
-    }
-
-    /// Call only when [`fits`] holds.
-    pub fn put_entry(e: &CtEntry, out: &mut Vec<u8>) {
-        let tcp = e.protoinfo.as_ref().and_then(|p| p.tcp.as_ref());
+    pub fn put_plain(e: &PlainEntry, out: &mut Vec<u8>) {
         let mut flags = 0;
-        if e.orig.src.is_ipv6() {
+        if e.v6 {
             flags |= V6;
         }
         if e.mark != 0 {
@@ -320,12 +350,12 @@ mod compact {
         if e.zone != 0 {
             flags |= ZONE;
         }
-        if tcp.is_some() {
+        if e.tcp.is_some() {
             flags |= TCP;
         }
-        out.extend_from_slice(&[flags, e.orig.proto]);
-        put_tuple(&e.orig, out);
-        put_tuple(&e.reply, out);
+        out.extend_from_slice(&[flags, e.proto]);
+        put_ends(&e.orig, e.v6, out);
+        put_ends(&e.reply, e.v6, out);
         out.extend_from_slice(&e.status.to_be_bytes());
         out.extend_from_slice(&e.timeout.to_be_bytes());
         if e.mark != 0 {
@@ -334,7 +364,7 @@ mod compact {
         if e.zone != 0 {
             out.extend_from_slice(&e.zone.to_be_bytes());
         }
-        if let Some(t) = tcp {
+        if let Some(t) = &e.tcp {
             let at = out.len();
             out.push(0);
             let mut present = 0u8;
@@ -354,17 +384,16 @@ mod compact {
         }
     }
 
-    /// Call only when [`fits_tuple`] holds for the key's tuple.
-    pub fn put_key(k: &CtKey, out: &mut Vec<u8>) {
+    pub fn put_plain_key(k: &PlainKey, out: &mut Vec<u8>) {
         let mut flags = 0;
-        if k.orig.src.is_ipv6() {
+        if k.v6 {
             flags |= V6;
         }
         if k.zone != 0 {
             flags |= ZONE;
         }
-        out.extend_from_slice(&[flags, k.orig.proto]);
-        put_tuple(&k.orig, out);
+        out.extend_from_slice(&[flags, k.proto]);
+        put_ends(&k.ends, k.v6, out);
         if k.zone != 0 {
             out.extend_from_slice(&k.zone.to_be_bytes());
         }
@@ -392,27 +421,18 @@ mod compact {
             let b = self.take(4)?;
             Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
         }
-        fn addr(&mut self, v6: bool) -> Result<IpAddr, DecodeError> {
-            Ok(if v6 {
-                let b: [u8; 16] = self.take(16)?.try_into().unwrap_or_default();
-                IpAddr::V6(Ipv6Addr::from(b))
-            } else {
-                let b: [u8; 4] = self.take(4)?.try_into().unwrap_or_default();
-                IpAddr::V4(Ipv4Addr::from(b))
-            })
+        fn addr(&mut self, v6: bool) -> Result<[u8; 16], DecodeError> {
+            let mut b = [0; 16];
+            let n = if v6 { 16 } else { 4 };
+            b[..n].copy_from_slice(self.take(n)?);
+            Ok(b)
         }
-        fn tuple(&mut self, v6: bool, proto: u8) -> Result<Tuple, DecodeError> {
-            Ok(Tuple {
+        fn ends(&mut self, v6: bool) -> Result<Ends, DecodeError> {
+            Ok(Ends {
                 src: self.addr(v6)?,
                 dst: self.addr(v6)?,
-                proto,
-                src_port: Some(self.u16()?),
-                dst_port: Some(self.u16()?),
-                icmp_id: None,
-                icmp_type: None,
-                icmp_code: None,
-                zone: None,
-                other: Vec::new(),
+                sport: self.u16()?,
+                dport: self.u16()?,
             })
         }
         fn end(&self) -> Result<(), DecodeError> {
@@ -436,17 +456,23 @@ mod compact {
     }
 
     pub fn entry(b: &[u8]) -> Result<CtEntry, DecodeError> {
+        plain(b).map(|p| p.entry())
+    }
+
+    /// The item in the fixed form it was written from (a compact item is plain by
+    /// construction): what the standby's cache holds.
+    pub fn plain(b: &[u8]) -> Result<PlainEntry, DecodeError> {
         let mut r = Reader(b);
         let f = flags(&mut r, KNOWN)?;
         let proto = r.u8()?;
         let v6 = f & V6 != 0;
-        let orig = r.tuple(v6, proto)?;
-        let reply = r.tuple(v6, proto)?;
+        let orig = r.ends(v6)?;
+        let reply = r.ends(v6)?;
         let status = r.u32()?;
         let timeout = r.u32()?;
         let mark = if f & MARK != 0 { r.u32()? } else { 0 };
         let zone = if f & ZONE != 0 { r.u16()? } else { 0 };
-        let protoinfo = if f & TCP != 0 {
+        let tcp = if f & TCP != 0 {
             let present = r.u8()?;
             if present & !31 != 0 {
                 return Err(DecodeError::Unexpected(
@@ -470,10 +496,7 @@ mod compact {
             if present & 16 != 0 {
                 t.flags_reply = Some([r.u8()?, r.u8()?]);
             }
-            Some(ProtoInfo {
-                tcp: Some(t),
-                other: Vec::new(),
-            })
+            Some(t)
         } else {
             None
         };
@@ -482,29 +505,40 @@ mod compact {
         if f & MARK != 0 && mark == 0 || f & ZONE != 0 && zone == 0 {
             return Err(DecodeError::Unexpected("compact item zero field", 0));
         }
-        Ok(CtEntry {
+        Ok(PlainEntry {
             orig,
             reply,
             status,
             timeout,
             mark,
             zone,
-            protoinfo,
-            labels: None,
+            v6,
+            proto,
+            tcp,
         })
     }
 
     pub fn key(b: &[u8]) -> Result<CtKey, DecodeError> {
+        plain_key(b).map(|k| k.key())
+    }
+
+    pub fn plain_key(b: &[u8]) -> Result<PlainKey, DecodeError> {
         let mut r = Reader(b);
         let f = flags(&mut r, V6 | ZONE)?;
         let proto = r.u8()?;
-        let orig = r.tuple(f & V6 != 0, proto)?;
+        let v6 = f & V6 != 0;
+        let ends = r.ends(v6)?;
         let zone = if f & ZONE != 0 { r.u16()? } else { 0 };
         r.end()?;
         if f & ZONE != 0 && zone == 0 {
             return Err(DecodeError::Unexpected("compact item zero field", 0));
         }
-        Ok(CtKey { zone, orig })
+        Ok(PlainKey {
+            ends,
+            zone,
+            proto,
+            v6,
+        })
     }
 }
 
@@ -534,6 +568,110 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, FrameError> {
 /// Verifies and decodes one whole frame (`frame_len` bytes). `my_nonce`: the nonce this
 /// side sent in its Hello (zeros while expecting the peer's Hello).
 pub fn decode(buf: &[u8], key: &Key, my_nonce: &[u8; NONCE_LEN]) -> Result<Frame, FrameError> {
+    let (session, seq, kind, body) = verify(buf, key, my_nonce)?;
+    let body = match kind {
+        2 => Body::Batch(decode_batch(body)?),
+        k => other_body(k, body)?,
+    };
+    Ok(Frame { session, seq, body })
+}
+
+/// A batch item as the standby applies it: a compact item (nearly all) straight in its
+/// fixed form, no [`CtEntry`] built on the way; any other as its [`Update`].
+/// The active's coalescer holds its pending updates in this form too, and the encoder
+/// writes a plain item's compact form from its fixed fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    Upsert(PlainEntry),
+    Delete(PlainKey),
+    /// Boxed: a rare item must not make every item the size of a [`CtEntry`].
+    Other(Box<Update>),
+}
+
+impl Item {
+    /// The update the item stands for: what [`decode`] gives for it.
+    pub fn into_update(self) -> Update {
+        match self {
+            Item::Upsert(p) => Update::Upsert(p.entry()),
+            Item::Delete(k) => Update::Delete(k.key()),
+            Item::Other(u) => *u,
+        }
+    }
+}
+
+impl Item {
+    /// The upsert of `e`: a plain entry copied into fixed fields, any other cloned.
+    pub fn upsert(e: &CtEntry) -> Self {
+        match PlainEntry::of(e) {
+            Some(p) => Item::Upsert(p),
+            None => Item::Other(Box::new(Update::Upsert(e.clone()))),
+        }
+    }
+
+    /// The deletion of `e` (its key).
+    pub fn delete(e: &CtEntry) -> Self {
+        match PlainKey::of(e.zone, &e.orig) {
+            Some(k) => Item::Delete(k),
+            None => Item::Other(Box::new(Update::Delete(e.key()))),
+        }
+    }
+}
+
+impl From<Update> for Item {
+    /// The fixed form when the entry (or key) is plain, else the update as it is.
+    fn from(u: Update) -> Self {
+        match u {
+            Update::Upsert(e) => match PlainEntry::of(&e) {
+                Some(p) => Item::Upsert(p),
+                None => Item::Other(Box::new(Update::Upsert(e))),
+            },
+            Update::Delete(k) => match PlainKey::of(k.zone, &k.orig) {
+                Some(p) => Item::Delete(p),
+                None => Item::Other(Box::new(Update::Delete(k))),
+            },
+        }
+    }
+}
+
+/// [`decode`] for the standby's receive path: a batch's items go to `items` (cleared
+/// first) as [`Item`]s, and the frame returned has an empty `Body::Batch`; any other
+/// frame is returned whole. Verified and checked as by `decode`: a frame with one
+/// malformed item is refused whole and leaves `items` empty.
+pub fn decode_items(
+    buf: &[u8],
+    key: &Key,
+    my_nonce: &[u8; NONCE_LEN],
+    items: &mut Vec<Item>,
+) -> Result<Frame, FrameError> {
+    items.clear();
+    let (session, seq, kind, body) = verify(buf, key, my_nonce)?;
+    let body = match kind {
+        2 => {
+            let got = walk_batch(body, |op, item| {
+                items.push(match op {
+                    OP_UPSERT_COMPACT => Item::Upsert(compact::plain(item)?),
+                    OP_DELETE_COMPACT => Item::Delete(compact::plain_key(item)?),
+                    op => Item::Other(Box::new(attr_item(op, item)?)),
+                });
+                Ok(())
+            });
+            if let Err(e) = got {
+                items.clear();
+                return Err(e.into());
+            }
+            Body::Batch(Vec::new())
+        }
+        k => other_body(k, body)?,
+    };
+    Ok(Frame { session, seq, body })
+}
+
+/// Checks the frame's length and MAC; (session, seq, kind, body).
+fn verify<'a>(
+    buf: &'a [u8],
+    key: &Key,
+    my_nonce: &[u8; NONCE_LEN],
+) -> Result<(u64, u64, u8, &'a [u8]), FrameError> {
     let total = frame_len(buf)?.ok_or(DecodeError::Truncated("frame header"))?;
     if buf.len() != total {
         return Err(DecodeError::Truncated("frame").into());
@@ -545,8 +683,12 @@ pub fn decode(buf: &[u8], key: &Key, my_nonce: &[u8; NONCE_LEN]) -> Result<Frame
     m.verify_slice(mac).map_err(|_| FrameError::BadMac)?;
     let session = u64::from_be_bytes(signed[8..16].try_into().unwrap_or_default());
     let seq = u64::from_be_bytes(signed[16..24].try_into().unwrap_or_default());
-    let body = &signed[HEADER_LEN..];
-    let body = match signed[5] {
+    Ok((session, seq, signed[5], &signed[HEADER_LEN..]))
+}
+
+/// The body of a frame of any kind but a batch.
+fn other_body(kind: u8, body: &[u8]) -> Result<Body, FrameError> {
+    Ok(match kind {
         1 => {
             let n = *body.first().ok_or(DecodeError::Truncated("hello"))? as usize;
             if body.len() != 1 + n + 1 + NONCE_LEN {
@@ -562,7 +704,6 @@ pub fn decode(buf: &[u8], key: &Key, my_nonce: &[u8; NONCE_LEN]) -> Result<Frame
             nonce.copy_from_slice(&body[2 + n..]);
             Body::Hello { node, role, nonce }
         }
-        2 => Body::Batch(decode_batch(body)?),
         3 => Body::ResyncBegin {
             entries: crate::nla::be64(body)?,
         },
@@ -571,8 +712,7 @@ pub fn decode(buf: &[u8], key: &Key, my_nonce: &[u8; NONCE_LEN]) -> Result<Frame
             seq: crate::nla::be64(body)?,
         },
         k => return Err(DecodeError::Unexpected("frame kind", u16::from(k)).into()),
-    };
-    Ok(Frame { session, seq, body })
+    })
 }
 
 /// The body of a batch frame alone (no header, no MAC), for the fuzz and property tests
@@ -586,17 +726,47 @@ pub fn decode_batch_body(b: &[u8]) -> Result<Vec<Update>, DecodeError> {
     decode_batch(b)
 }
 
-fn decode_batch(mut b: &[u8]) -> Result<Vec<Update>, DecodeError> {
+fn decode_batch(b: &[u8]) -> Result<Vec<Update>, DecodeError> {
+    let mut items = Vec::new();
+    walk_batch(b, |op, item| {
+        items.push(match op {
+            OP_UPSERT_COMPACT => Update::Upsert(compact::entry(item)?),
+            OP_DELETE_COMPACT => Update::Delete(compact::key(item)?),
+            op => attr_item(op, item)?,
+        });
+        Ok(())
+    })?;
+    Ok(items)
+}
+
+/// An item in the attribute form (ops 1 and 2).
+fn attr_item(op: u8, item: &[u8]) -> Result<Update, DecodeError> {
+    Ok(match op {
+        OP_UPSERT => {
+            Update::Upsert(CtEntry::decode(item)?.ok_or(DecodeError::Missing("entry tuples"))?)
+        }
+        OP_DELETE => {
+            Update::Delete(CtKey::decode(item)?.ok_or(DecodeError::Missing("deleted key"))?)
+        }
+        o => return Err(DecodeError::Unexpected("update op", u16::from(o))),
+    })
+}
+
+/// Hands each item of a batch body to `f` as (op, item bytes), checking the framing.
+fn walk_batch(
+    mut b: &[u8],
+    mut f: impl FnMut(u8, &[u8]) -> Result<(), DecodeError>,
+) -> Result<(), DecodeError> {
     if b.len() < 4 {
         return Err(DecodeError::Truncated("batch count"));
     }
     let count = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
     b = &b[4..];
-    // Each item takes at least 5 bytes: refuse counts the body cannot hold before allocating.
+    // Each item takes at least 5 bytes: refuse counts the body cannot hold before anything
+    // is decoded.
     if count > b.len() / 5 {
         return Err(DecodeError::Truncated("batch items"));
     }
-    let mut items = Vec::with_capacity(count);
     for _ in 0..count {
         if b.len() < 5 {
             return Err(DecodeError::Truncated("batch item"));
@@ -607,24 +777,13 @@ fn decode_batch(mut b: &[u8]) -> Result<Vec<Update>, DecodeError> {
         if len > rest.len() {
             return Err(DecodeError::Truncated("batch item body"));
         }
-        let item = &rest[..len];
-        items.push(match op {
-            OP_UPSERT => {
-                Update::Upsert(CtEntry::decode(item)?.ok_or(DecodeError::Missing("entry tuples"))?)
-            }
-            OP_DELETE => {
-                Update::Delete(CtKey::decode(item)?.ok_or(DecodeError::Missing("deleted key"))?)
-            }
-            OP_UPSERT_COMPACT => Update::Upsert(compact::entry(item)?),
-            OP_DELETE_COMPACT => Update::Delete(compact::key(item)?),
-            o => return Err(DecodeError::Unexpected("update op", u16::from(o))),
-        });
+        f(op, &rest[..len])?;
         b = &rest[len..];
     }
     if !b.is_empty() {
         return Err(DecodeError::Unexpected("bytes after batch", b.len() as u16));
     }
-    Ok(items)
+    Ok(())
 }
 
 /// Replay protection within one session: the first frame after the Hello fixes the
@@ -797,6 +956,13 @@ mod tests {
             };
             assert_eq!(body[4], want_op, "{u:?}");
             assert_eq!(decode_batch(&body), Ok(vec![u.clone()]), "{u:?}");
+            // The fixed form: a compact item decodes into it (and an attribute one does
+            // not); encoding from it gives the same bytes.
+            let item = Item::from(u.clone());
+            assert_eq!(!matches!(item, Item::Other(_)), fits, "{u:?}");
+            let mut again = Vec::new();
+            batch_body_items(std::slice::from_ref(&item), &mut again);
+            assert_eq!(again, body, "{u:?}");
             let f = Frame {
                 session: 1,
                 seq: 2,
@@ -805,6 +971,10 @@ mod tests {
             let mut b = Vec::new();
             encode(&f, &k, &nonce, &mut b);
             assert_eq!(decode(&b, &k, &nonce), Ok(f));
+            let mut items = Vec::new();
+            let fast = decode_items(&b, &k, &nonce, &mut items).unwrap();
+            assert_eq!(fast.body, Body::Batch(vec![]));
+            assert_eq!(items, vec![item.clone(), item]);
         }
         let mut one = Vec::new();
         batch_body(&[Update::Upsert(entry(1))], &mut one);

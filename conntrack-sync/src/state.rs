@@ -1,15 +1,15 @@
 //! Pure state of replication: the filter that picks gateway traffic, the coalescer on the
 //! sending side, and the bounded cache on the standby. No I/O; time is passed in.
 
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
 
 use foldhash::fast::RandomState;
 use hashbrown::HashTable;
 use ipnet::IpNet;
 
-use crate::ct::{CtEntry, CtKey, ProtoInfo, TcpInfo, Tuple, status};
-use crate::proto::Update;
+use crate::ct::{CtEntry, CtKey, PlainEntry, PlainKey, Tuple, status};
+use crate::proto::{Item, Update};
 
 // Every table here hashes peer-supplied tuples: foldhash, seeded at random per table (the
 // peer is authenticated, but a flood of crafted tuples must still not degrade the table),
@@ -47,26 +47,42 @@ impl Filter {
 
 /// Pending updates not yet sent; a later update of an entry replaces the earlier one, in
 /// its place. The updates sit in arrival order in one array that the sender takes whole
-/// (no copy per update on the way out); the map only finds an entry's position.
+/// (no copy per update on the way out), as [`Item`]s: a plain entry in fixed fields (less
+/// than half a [`CtEntry`] to move) that the sender encodes as it is. The index holds
+/// positions, found by the key's hash (a plain key hashed as machine words).
 #[derive(Debug, Default)]
 pub struct Coalescer {
-    index: HashMap<CtKey, u32>,
-    pending: Vec<Update>,
+    index: HashTable<u32>,
+    hasher: RandomState,
+    /// The hash of each pending update's key: the index grows without rehashing keys.
+    hashes: Vec<u64>,
+    pending: Vec<Item>,
     /// Updates folded into an earlier pending one (not sent separately).
     pub coalesced: u64,
 }
 
 impl Coalescer {
     pub fn push(&mut self, u: Update) {
-        let key = u.key();
-        match self.index.get(&key) {
+        self.push_item(Item::from(u));
+    }
+
+    pub fn push_item(&mut self, it: Item) {
+        let probe = Probe::of_item(&it);
+        let h = probe.hash(&self.hasher);
+        let (pending, hashes) = (&self.pending, &self.hashes);
+        let found = self.index.find(h, |&i| {
+            hashes[i as usize] == h && Probe::of_item(&pending[i as usize]).same(&probe)
+        });
+        match found {
             Some(&i) => {
-                self.pending[i as usize] = u;
+                self.pending[i as usize] = it;
                 self.coalesced += 1;
             }
             None => {
-                self.index.insert(key, self.pending.len() as u32);
-                self.pending.push(u);
+                let at = self.pending.len() as u32;
+                self.index.insert_unique(h, at, |&i| hashes[i as usize]);
+                self.pending.push(it);
+                self.hashes.push(h);
             }
         }
     }
@@ -80,8 +96,9 @@ impl Coalescer {
     }
 
     /// Takes every pending update, in the order their entries first became pending.
-    pub fn take_all(&mut self) -> Vec<Update> {
+    pub fn take_all(&mut self) -> Vec<Item> {
         self.index.clear();
+        self.hashes.clear();
         // The next burst is likely the size of this one: no regrowth (and copies) on the way.
         let room = self.pending.capacity();
         std::mem::replace(&mut self.pending, Vec::with_capacity(room))
@@ -115,10 +132,7 @@ impl Cached {
 
     pub fn key(&self) -> CtKey {
         match &self.stored {
-            Stored::Plain(p) => CtKey {
-                zone: p.zone,
-                orig: p.orig.tuple(p.v6, p.proto),
-            },
+            Stored::Plain(p) => p.key().key(),
             Stored::Boxed(e) => e.key(),
         }
     }
@@ -131,161 +145,94 @@ impl Cached {
         }
     }
 
-    /// Whether this entry's key is `orig` in `zone`; `plain` is [`PlainKey::of`] of them,
-    /// computed once per lookup rather than once per candidate.
-    fn is_key(&self, zone: u16, orig: &Tuple, plain: Option<&PlainKey>) -> bool {
-        match (&self.stored, plain) {
-            (Stored::Plain(p), Some(k)) => {
-                p.zone == k.zone && p.proto == k.proto && p.v6 == k.v6 && p.orig == k.ends
-            }
-            (Stored::Plain(_), None) => false,
-            (Stored::Boxed(e), _) => e.zone == zone && e.orig == *orig,
+    fn is_key(&self, probe: &Probe<'_>) -> bool {
+        match (&self.stored, probe) {
+            (Stored::Plain(p), Probe::Plain(k)) => p.key() == *k,
+            (Stored::Plain(_), Probe::Full(..)) => false,
+            (Stored::Boxed(e), Probe::Full(zone, orig)) => e.zone == *zone && e.orig == **orig,
+            // A boxed entry (labels, say) whose tuple is plain.
+            (Stored::Boxed(e), Probe::Plain(k)) => PlainKey::of(e.zone, &e.orig) == Some(*k),
         }
     }
 }
 
-/// The key of a plain tuple in fixed fields: what the cache hashes and compares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct PlainKey {
-    ends: Ends,
-    zone: u16,
-    proto: u8,
-    v6: bool,
+/// A key as the cache looks it up: a plain one (nearly all) in fixed fields, hashed as a
+/// few machine words and compared field by field; any other as its zone and tuple, hashed
+/// and compared through the derived traits. Plainness is a property of the tuple, so a key
+/// always takes the same form and equal keys hash equal.
+#[derive(Debug, Clone, Copy)]
+enum Probe<'a> {
+    Plain(PlainKey),
+    Full(u16, &'a Tuple),
 }
 
-impl PlainKey {
-    fn of(zone: u16, orig: &Tuple) -> Option<Self> {
-        orig.is_plain().then(|| PlainKey {
-            ends: Ends::of(orig),
-            zone,
-            proto: orig.proto,
-            v6: orig.src.is_ipv6(),
-        })
+impl<'a> Probe<'a> {
+    fn of_item(it: &'a Item) -> Self {
+        match it {
+            Item::Upsert(p) => Probe::Plain(p.key()),
+            Item::Delete(k) => Probe::Plain(*k),
+            Item::Other(u) => match &**u {
+                Update::Upsert(e) => Probe::of(e.zone, &e.orig),
+                Update::Delete(k) => Probe::of(k.zone, &k.orig),
+            },
+        }
     }
 
-    fn bytes(&self) -> [u8; 40] {
-        let mut b = [0; 40];
-        b[..16].copy_from_slice(&self.ends.src);
-        b[16..32].copy_from_slice(&self.ends.dst);
-        b[32..34].copy_from_slice(&self.ends.sport.to_ne_bytes());
-        b[34..36].copy_from_slice(&self.ends.dport.to_ne_bytes());
-        b[36..38].copy_from_slice(&self.zone.to_ne_bytes());
-        b[38] = self.proto;
-        b[39] = u8::from(self.v6);
-        b
+    fn same(&self, other: &Probe<'_>) -> bool {
+        match (self, other) {
+            (Probe::Plain(a), Probe::Plain(b)) => a == b,
+            (Probe::Full(z, t), Probe::Full(y, u)) => z == y && t == u,
+            _ => false,
+        }
+    }
+
+    fn of(zone: u16, orig: &'a Tuple) -> Self {
+        match PlainKey::of(zone, orig) {
+            Some(k) => Probe::Plain(k),
+            None => Probe::Full(zone, orig),
+        }
+    }
+
+    fn hash(&self, s: &RandomState) -> u64 {
+        match self {
+            Probe::Plain(k) => {
+                let mut h = s.build_hasher();
+                k.hash_into(&mut h);
+                h.finish()
+            }
+            Probe::Full(zone, orig) => s.hash_one((zone, orig)),
+        }
     }
 }
 
-/// How the cache holds an entry: a plain one ([`CtEntry::is_plain`], nearly all) in fixed
-/// fields, ~100 bytes instead of the 240 of a [`CtEntry`] (whose optional parts are sized
-/// for the rare entries); any other boxed whole. Memory per entry is what a resync costs
-/// the standby (first-touch page faults) besides its RSS.
+/// How the cache holds an entry: a plain one ([`CtEntry::is_plain`], nearly all) as a
+/// [`PlainEntry`] in fixed fields; any other boxed whole. Memory per entry is what a resync
+/// costs the standby (first-touch page faults) besides its RSS.
 #[derive(Debug, Clone)]
 enum Stored {
-    Plain(Plain),
+    Plain(PlainEntry),
     Boxed(Box<CtEntry>),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Ends {
-    src: [u8; 16],
-    dst: [u8; 16],
-    sport: u16,
-    dport: u16,
-}
-
-#[derive(Debug, Clone)]
-struct Plain {
-    orig: Ends,
-    reply: Ends,
-    status: u32,
-    timeout: u32,
-    mark: u32,
-    zone: u16,
-    v6: bool,
-    proto: u8,
-    tcp: Option<TcpInfo>,
-}
-
-fn octets(a: IpAddr) -> [u8; 16] {
-    match a {
-        IpAddr::V4(a) => {
-            let mut b = [0; 16];
-            b[..4].copy_from_slice(&a.octets());
-            b
-        }
-        IpAddr::V6(a) => a.octets(),
-    }
-}
-
-fn addr(b: &[u8; 16], v6: bool) -> IpAddr {
-    if v6 {
-        IpAddr::from(*b)
-    } else {
-        IpAddr::from([b[0], b[1], b[2], b[3]])
-    }
-}
-
-impl Ends {
-    fn of(t: &Tuple) -> Self {
-        Ends {
-            src: octets(t.src),
-            dst: octets(t.dst),
-            sport: t.src_port.unwrap_or(0),
-            dport: t.dst_port.unwrap_or(0),
-        }
-    }
-
-    fn tuple(&self, v6: bool, proto: u8) -> Tuple {
-        Tuple {
-            src: addr(&self.src, v6),
-            dst: addr(&self.dst, v6),
-            proto,
-            src_port: Some(self.sport),
-            dst_port: Some(self.dport),
-            icmp_id: None,
-            icmp_type: None,
-            icmp_code: None,
-            zone: None,
-            other: Vec::new(),
-        }
-    }
 }
 
 impl Stored {
     fn of(e: CtEntry) -> Self {
-        if !e.is_plain() {
-            return Stored::Boxed(Box::new(e));
+        match PlainEntry::of(&e) {
+            Some(p) => Stored::Plain(p),
+            None => Stored::Boxed(Box::new(e)),
         }
-        Stored::Plain(Plain {
-            orig: Ends::of(&e.orig),
-            reply: Ends::of(&e.reply),
-            status: e.status,
-            timeout: e.timeout,
-            mark: e.mark,
-            zone: e.zone,
-            v6: e.orig.src.is_ipv6(),
-            proto: e.orig.proto,
-            tcp: e.protoinfo.and_then(|p| p.tcp),
-        })
     }
 
     fn entry(&self) -> CtEntry {
         match self {
-            Stored::Plain(p) => CtEntry {
-                orig: p.orig.tuple(p.v6, p.proto),
-                reply: p.reply.tuple(p.v6, p.proto),
-                status: p.status,
-                timeout: p.timeout,
-                mark: p.mark,
-                zone: p.zone,
-                protoinfo: p.tcp.clone().map(|t| ProtoInfo {
-                    tcp: Some(t),
-                    other: Vec::new(),
-                }),
-                labels: None,
-            },
+            Stored::Plain(p) => p.entry(),
             Stored::Boxed(e) => (**e).clone(),
+        }
+    }
+
+    fn probe(&self) -> Probe<'_> {
+        match self {
+            Stored::Plain(p) => Probe::Plain(p.key()),
+            Stored::Boxed(e) => Probe::of(e.zone, &e.orig),
         }
     }
 }
@@ -395,32 +342,20 @@ impl Cache {
         self.map.is_empty()
     }
 
-    /// A plain key (nearly all) is hashed as its 40 raw bytes in one call: the derived
-    /// `Hash` of a [`Tuple`] walks its enums, options and vector field by field. Equal
-    /// keys still hash equal: plainness is a property of the tuple.
-    fn hash(hasher: &RandomState, zone: u16, orig: &Tuple) -> u64 {
-        match PlainKey::of(zone, orig) {
-            Some(k) => hasher.hash_one(k.bytes()),
-            None => hasher.hash_one((zone, orig)),
-        }
+    /// The position of the entry with this key, and the key's hash.
+    fn position(&self, probe: &Probe<'_>) -> (u64, Option<usize>) {
+        let h = probe.hash(&self.hasher);
+        (h, self.map.position(h, probe))
     }
 
     fn find(&self, key: &CtKey) -> Option<&Cached> {
-        let h = Self::hash(&self.hasher, key.zone, &key.orig);
-        let i = self.map.position(h, key.zone, &key.orig)?;
+        let i = self.position(&Probe::of(key.zone, &key.orig)).1?;
         Some(&self.map.slots[i])
     }
 
     fn find_mut(&mut self, key: &CtKey) -> Option<&mut Cached> {
-        let h = Self::hash(&self.hasher, key.zone, &key.orig);
-        let i = self.map.position(h, key.zone, &key.orig)?;
+        let i = self.position(&Probe::of(key.zone, &key.orig)).1?;
         Some(&mut self.map.slots[i])
-    }
-
-    fn remove(&mut self, key: &CtKey) -> Option<Cached> {
-        let h = Self::hash(&self.hasher, key.zone, &key.orig);
-        let i = self.map.position(h, key.zone, &key.orig)?;
-        Some(self.map.remove_at(i))
     }
 
     /// Room for `n` entries in all (at most the bound), so that a resync of a known size
@@ -445,11 +380,12 @@ impl Cache {
     }
 
     /// An entry left the cache.
-    fn gone(&mut self, key: CtKey, c: Cached) {
+    fn gone(&mut self, c: Cached) {
         if Self::is_current(&c) {
             self.current -= 1;
         }
         if self.inject {
+            let key = c.key();
             self.unacked.remove(&key);
             self.expiring.remove(&key);
             // Owed even if no write was acknowledged yet: one may be in flight.
@@ -460,51 +396,68 @@ impl Cache {
 
     pub fn apply(&mut self, u: Update, now_ms: u64) -> Applied {
         match u {
-            Update::Delete(key) => match self.remove(&key) {
-                Some(c) => {
-                    self.gone(key, c);
-                    Applied::Deleted
+            Update::Delete(key) => self.delete(&Probe::of(key.zone, &key.orig)),
+            Update::Upsert(e) => self.upsert(Stored::of(e), now_ms),
+        }
+    }
+
+    /// [`Cache::apply`] of a batch item as the sync protocol's fast decoder gives it: a
+    /// plain entry or key goes in as it is, without a [`CtEntry`] on the way.
+    pub fn apply_item(&mut self, it: Item, now_ms: u64) -> Applied {
+        match it {
+            Item::Upsert(p) => self.upsert(Stored::Plain(p), now_ms),
+            Item::Delete(k) => self.delete(&Probe::Plain(k)),
+            Item::Other(u) => self.apply(*u, now_ms),
+        }
+    }
+
+    fn delete(&mut self, probe: &Probe<'_>) -> Applied {
+        match self.position(probe).1 {
+            Some(i) => {
+                let c = self.map.remove_at(i);
+                self.gone(c);
+                Applied::Deleted
+            }
+            None => Applied::Absent,
+        }
+    }
+
+    fn upsert(&mut self, stored: Stored, now_ms: u64) -> Applied {
+        let (h, at) = self.position(&stored.probe());
+        match at {
+            Some(i) => {
+                let slot = &mut self.map.slots[i];
+                if Self::is_current(slot) {
+                    self.current -= 1;
                 }
-                None => Applied::Absent,
-            },
-            Update::Upsert(e) => {
-                let h = Self::hash(&self.hasher, e.zone, &e.orig);
-                match self.map.position(h, e.zone, &e.orig) {
-                    Some(i) => {
-                        let slot = &mut self.map.slots[i];
-                        if Self::is_current(slot) {
-                            self.current -= 1;
-                        }
-                        slot.stored = Stored::of(e);
-                        slot.at_ms = now_ms;
-                        slot.generation = self.generation;
-                        slot.version = slot.version.wrapping_add(1);
-                        if self.inject {
-                            let key = slot.key();
-                            self.unacked.insert(key.clone());
-                            self.owed.insert(key, Owed::Write);
-                        }
-                        Applied::Updated
-                    }
-                    None if self.map.len() >= self.max => Applied::Full,
-                    None => {
-                        let key = self.inject.then(|| e.key());
-                        self.map.push(Cached {
-                            stored: Stored::of(e),
-                            hash: h,
-                            at_ms: now_ms,
-                            generation: self.generation,
-                            version: 0,
-                            kernel: None,
-                        });
-                        if let Some(key) = key {
-                            self.owed.insert(key.clone(), Owed::Write);
-                            self.unacked.insert(key.clone());
-                            self.removed.remove(&key);
-                        }
-                        Applied::Inserted
-                    }
+                slot.stored = stored;
+                slot.at_ms = now_ms;
+                slot.generation = self.generation;
+                slot.version = slot.version.wrapping_add(1);
+                if self.inject {
+                    let key = slot.key();
+                    self.unacked.insert(key.clone());
+                    self.owed.insert(key, Owed::Write);
                 }
+                Applied::Updated
+            }
+            None if self.map.len() >= self.max => Applied::Full,
+            None => {
+                self.map.push(Cached {
+                    stored,
+                    hash: h,
+                    at_ms: now_ms,
+                    generation: self.generation,
+                    version: 0,
+                    kernel: None,
+                });
+                if self.inject {
+                    let key = self.map.slots[self.map.len() - 1].key();
+                    self.owed.insert(key.clone(), Owed::Write);
+                    self.unacked.insert(key.clone());
+                    self.removed.remove(&key);
+                }
+                Applied::Inserted
             }
         }
     }
@@ -527,7 +480,7 @@ impl Cache {
         let stale = self.map.extract(|c| c.generation != g);
         let n = stale.len();
         for c in stale {
-            self.gone(c.key(), c);
+            self.gone(c);
         }
         n
     }
@@ -663,13 +616,12 @@ impl Slots {
         self.slots.iter()
     }
 
-    fn position(&self, hash: u64, zone: u16, orig: &Tuple) -> Option<usize> {
+    fn position(&self, hash: u64, probe: &Probe<'_>) -> Option<usize> {
         let slots = &self.slots;
-        let plain = PlainKey::of(zone, orig);
         self.index
             .find(hash, |&i| {
                 let c = &slots[i as usize];
-                c.hash == hash && c.is_key(zone, orig, plain.as_ref())
+                c.hash == hash && c.is_key(probe)
             })
             .map(|&i| i as usize)
     }
@@ -732,7 +684,7 @@ pub fn remaining_timeout(c: &Cached, now_ms: u64) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ct::Tuple;
+    use crate::ct::{ProtoInfo, TcpInfo, Tuple};
 
     fn entry(src: &str, sport: u16, st: u32) -> CtEntry {
         let a = |s: &str| s.parse::<IpAddr>().unwrap();
@@ -809,7 +761,7 @@ mod tests {
         c.push(Update::Upsert(entry("198.18.1.10", 2, 0)));
         assert_eq!(c.len(), 2);
         assert_eq!(c.coalesced, 2);
-        let all = c.take_all();
+        let all: Vec<Update> = c.take_all().into_iter().map(Item::into_update).collect();
         assert_eq!(all.len(), 2);
         assert!(c.is_empty());
         // The latest update of an entry, in the place of its first.
@@ -817,7 +769,9 @@ mod tests {
         c.push(Update::Upsert(entry("198.18.1.10", 3, 0)));
         assert_eq!(
             c.take_all(),
-            vec![Update::Upsert(entry("198.18.1.10", 3, 0))]
+            vec![Item::Upsert(
+                PlainEntry::of(&entry("198.18.1.10", 3, 0)).unwrap()
+            )]
         );
         assert!(all.contains(&Update::Delete(entry("198.18.1.10", 1, 2).key())));
     }
@@ -1155,7 +1109,13 @@ mod tests {
                     resyncing = false;
                 }
                 2..=30 => {
-                    let got = c.apply(Update::Delete(e.key()), 0);
+                    // Half through each entry point: the fixed form and the update.
+                    let u = Update::Delete(e.key());
+                    let got = if step % 2 == 0 {
+                        c.apply(u, 0)
+                    } else {
+                        c.apply_item(Item::from(u), 0)
+                    };
                     let want = if model.remove(&e.key()).is_some() {
                         Applied::Deleted
                     } else {
@@ -1164,7 +1124,12 @@ mod tests {
                     assert_eq!(got, want, "step {step}");
                 }
                 _ => {
-                    let got = c.apply(Update::Upsert(e.clone()), 0);
+                    let u = Update::Upsert(e.clone());
+                    let got = if step % 2 == 0 {
+                        c.apply(u, 0)
+                    } else {
+                        c.apply_item(Item::from(u), 0)
+                    };
                     let want = if model.contains_key(&e.key()) {
                         Applied::Updated
                     } else if model.len() >= 300 {

@@ -166,6 +166,46 @@ fn resigning_matches_the_encoder() {
     }
 }
 
+/// The standby's decoder (batch items in fixed form) agrees with `decode` on every frame:
+/// the same updates, the same error, and nothing kept from a refused frame.
+fn same_as_fast_decoder(b: &[u8], k: &Key, nonce: &[u8; NONCE_LEN]) {
+    let mut items = vec![proto::Item::Delete(plain_key())];
+    let fast = proto::decode_items(b, k, nonce, &mut items);
+    match (proto::decode(b, k, nonce), fast) {
+        (Ok(slow), Ok(fast)) => match &slow.body {
+            Body::Batch(updates) => {
+                let got: Vec<Update> = items.into_iter().map(proto::Item::into_update).collect();
+                assert_eq!(&got, updates, "{}", hex(b));
+                assert_eq!(fast.body, Body::Batch(vec![]));
+                assert_eq!((fast.session, fast.seq), (slow.session, slow.seq));
+            }
+            _ => {
+                assert_eq!(fast, slow);
+                assert!(items.is_empty());
+            }
+        },
+        (Err(slow), Err(fast)) => {
+            assert_eq!(slow, fast, "{}", hex(b));
+            assert!(items.is_empty(), "items kept from a refused frame");
+        }
+        (slow, fast) => panic!("decoders disagree: {slow:?} vs {fast:?}: {}", hex(b)),
+    }
+}
+
+fn plain_key() -> igw_conntrack_sync::ct::PlainKey {
+    igw_conntrack_sync::ct::PlainKey {
+        ends: igw_conntrack_sync::ct::Ends {
+            src: [1; 16],
+            dst: [2; 16],
+            sport: 3,
+            dport: 4,
+        },
+        zone: 0,
+        proto: 6,
+        v6: true,
+    }
+}
+
 #[test]
 fn mutated_frames_are_never_accepted() {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
@@ -183,9 +223,18 @@ fn mutated_frames_are_never_accepted() {
             "accepted under the wrong key: {}",
             hex(&b)
         );
+        same_as_fast_decoder(&b, &k, &nonce);
+        // The active encodes its coalesced items to the same bytes as their updates.
+        if let Body::Batch(updates) = &f.body {
+            let items: Vec<proto::Item> = updates.iter().cloned().map(proto::Item::from).collect();
+            let mut again = Vec::new();
+            proto::encode_batch_items(f.session, f.seq, &items, &k, &nonce, &mut again);
+            assert_eq!(again, b);
+        }
         let orig = b.clone();
         mutate(&mut rng, &mut b);
         let _ = proto::frame_len(&b);
+        same_as_fast_decoder(&b, &k, &nonce);
         match proto::decode(&b, &k, &nonce) {
             Ok(g) => assert!(
                 b == orig && g == f,
@@ -239,6 +288,7 @@ fn signed_garbage_bodies_decode_or_fail_cleanly() {
         signed[24..28].copy_from_slice(&(body.len() as u32).to_be_bytes());
         signed.extend_from_slice(&body);
         let frame_bytes = sign(&signed, KEY_BYTES, &nonce);
+        same_as_fast_decoder(&frame_bytes, &k, &nonce);
         if let Ok(g) = proto::decode(&frame_bytes, &k, &nonce) {
             accepted += 1;
             let mut again = Vec::new();
