@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help deps build test lint fmt clippy check-pure check-examples ci bench lab image image-test
+.PHONY: help deps build test lint fmt clippy check-pure check-examples ci bench lab image image-test fuzz
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
@@ -50,6 +50,16 @@ lab: ## the gateway pair in namespaces, then the guided demo (root; `igw lab dow
 bench: ## side-by-side benchmarks (writes bench/*/RESULTS.md)
 	scripts/deps.sh bench
 	@for b in bench/*/run.sh; do echo "== $$b"; bash "$$b" || exit 1; done
+
+FUZZ_SECONDS ?= 60
+fuzz: ## run every cargo-fuzz target for FUZZ_SECONDS each (stable toolchain via RUSTC_BOOTSTRAP)
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	@for d in filter-proxy/fuzz conntrack-sync/fuzz; do \
+	  for t in $$(cd $$d && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz list); do \
+	    echo "== $$d $$t ($(FUZZ_SECONDS) s)"; \
+	    (cd $$d && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run -O $$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048) || exit 1; \
+	  done; \
+	done
 
 IGW_RELEASE_BIN = $${CARGO_TARGET_DIR:-target}/release/igw
 
