@@ -171,8 +171,7 @@ pub fn encode(frame: &Frame, key: &Key, peer_nonce: &[u8; NONCE_LEN], out: &mut 
     header(out, frame.body.kind(), frame.session, frame.seq);
     match &frame.body {
         Body::Hello { node, role, nonce } => {
-            let n = node.as_bytes();
-            let n = &n[..n.len().min(255)];
+            let n = fit_node_name(node).as_bytes();
             out.push(n.len() as u8);
             out.extend_from_slice(n);
             out.push(match role {
@@ -686,6 +685,15 @@ fn verify<'a>(
     Ok((session, seq, signed[5], &signed[HEADER_LEN..]))
 }
 
+/// A node name as a Hello carries it: at most 255 bytes, cut at a character boundary.
+fn fit_node_name(name: &str) -> &str {
+    let mut end = name.len().min(255);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
+
 /// The body of a frame of any kind but a batch.
 fn other_body(kind: u8, body: &[u8]) -> Result<Body, FrameError> {
     Ok(match kind {
@@ -694,7 +702,9 @@ fn other_body(kind: u8, body: &[u8]) -> Result<Body, FrameError> {
             if body.len() != 1 + n + 1 + NONCE_LEN {
                 return Err(DecodeError::Truncated("hello").into());
             }
-            let node = String::from_utf8_lossy(&body[1..1 + n]).into_owned();
+            // Invalid UTF-8 becomes U+FFFD (3 bytes each): fit the result to what a Hello
+            // can carry again, so that the decoded frame re-encodes to itself.
+            let node = fit_node_name(&String::from_utf8_lossy(&body[1..1 + n])).to_string();
             let role = match body[1 + n] {
                 1 => Role::Active,
                 2 => Role::Standby,
@@ -890,6 +900,58 @@ mod tests {
             assert_eq!(frame_len(&b).unwrap(), Some(b.len()));
             assert_eq!(decode(&b, &k, &nonce).unwrap(), f);
         }
+    }
+
+    /// A Hello's node name fits in 255 bytes at a character boundary, on both sides: a name
+    /// of invalid UTF-8 (each bad byte decodes as 3-byte U+FFFD) decodes to a name that
+    /// re-encodes to itself. Found by the `signed_body` fuzz target: 87 bad bytes decoded
+    /// to 261 bytes, cut mid-character on re-encoding, and decoded to another name.
+    #[test]
+    fn hello_node_names_fit_and_round_trip() {
+        let k = key();
+        let nonce = [9; NONCE_LEN];
+        let hello = |node: String| Frame {
+            session: 1,
+            seq: 1,
+            body: Body::Hello {
+                node,
+                role: Role::Active,
+                nonce: [3; NONCE_LEN],
+            },
+        };
+        // (name sent, name the peer decodes)
+        let cases = [
+            ("igw-a".to_string(), "igw-a".to_string()),
+            ("é".repeat(200), "é".repeat(127)),
+            ("a".repeat(300), "a".repeat(255)),
+        ];
+        for (sent, got) in cases {
+            let mut b = Vec::new();
+            encode(&hello(sent.clone()), &k, &nonce, &mut b);
+            assert_eq!(decode(&b, &k, &nonce).unwrap(), hello(got), "{sent}");
+        }
+        // Raw invalid bytes, signed as a peer with the key would.
+        let mut b = Vec::new();
+        encode(&hello("x".into()), &k, &nonce, &mut b);
+        let mut signed = b[..HEADER_LEN].to_vec();
+        let mut body = vec![87u8];
+        body.extend_from_slice(&[0xe4; 87]);
+        body.push(1);
+        body.extend_from_slice(&[3; NONCE_LEN]);
+        signed[24..28].copy_from_slice(&(body.len() as u32).to_be_bytes());
+        signed.extend_from_slice(&body);
+        let mut m = k.mac();
+        m.update(&nonce);
+        m.update(&signed);
+        signed.extend_from_slice(&m.finalize().into_bytes());
+        let first = decode(&signed, &k, &nonce).unwrap();
+        let Body::Hello { node, .. } = &first.body else {
+            panic!("not a hello: {first:?}")
+        };
+        assert_eq!(node, &"\u{fffd}".repeat(85));
+        let mut again = Vec::new();
+        encode(&first, &k, &nonce, &mut again);
+        assert_eq!(decode(&again, &k, &nonce).unwrap(), first);
     }
 
     /// Each kind of entry round-trips in the form it fits: compact for the common ones,
