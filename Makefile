@@ -54,7 +54,7 @@ bench: ## side-by-side benchmarks (writes bench/*/RESULTS.md)
 FUZZ_SECONDS ?= 60
 fuzz: ## run every cargo-fuzz target for FUZZ_SECONDS each (stable toolchain via RUSTC_BOOTSTRAP)
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
-	@for d in filter-proxy/fuzz conntrack-sync/fuzz; do \
+	@for d in filter-proxy/fuzz conntrack-sync/fuzz arbiter/fuzz; do \
 	  for t in $$(cd $$d && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz list); do \
 	    echo "== $$d $$t ($(FUZZ_SECONDS) s)"; \
 	    (cd $$d && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run -O $$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048) || exit 1; \
