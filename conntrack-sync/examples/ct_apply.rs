@@ -5,55 +5,16 @@
 //!
 //! `ct_apply [n] [rounds]` (default 500000 entries, 3 rounds).
 
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use igw_conntrack_sync::ct::{CtEntry, ProtoInfo, TcpInfo, Tuple};
 use igw_conntrack_sync::proto::{self, Body, Key, NONCE_LEN, Update};
 use igw_conntrack_sync::state::Cache;
 
-fn tuple(src: IpAddr, dst: IpAddr, sp: u16, dp: u16) -> Tuple {
-    Tuple {
-        src,
-        dst,
-        proto: 6,
-        src_port: Some(sp),
-        dst_port: Some(dp),
-        icmp_id: None,
-        icmp_type: None,
-        icmp_code: None,
-        zone: None,
-        other: vec![],
-    }
-}
-
-fn entry(i: u32) -> CtEntry {
-    let host = i % 60_000 + 1;
-    let round = (i / 60_000) as u16;
-    let src = IpAddr::V4(Ipv4Addr::from(
-        u32::from(Ipv4Addr::new(198, 18, 0, 0)) + host,
-    ));
-    let dst = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 10 + round as u8));
-    let pool = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 10));
-    CtEntry {
-        orig: tuple(src, dst, 10_000 + round, 5000),
-        reply: tuple(dst, pool, 5000, 1024 + (i % 60_000) as u16),
-        status: 0x19e,
-        timeout: 3600,
-        mark: 0,
-        zone: 0,
-        protoinfo: Some(ProtoInfo {
-            tcp: Some(TcpInfo {
-                state: Some(3),
-                wscale_orig: Some(7),
-                wscale_reply: Some(7),
-                flags_orig: Some([0x23, 0x23]),
-                flags_reply: Some([0x23, 0x23]),
-            }),
-            other: vec![],
-        }),
-        labels: None,
-    }
+fn pool() -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(198, 51, 100, 10))
 }
 
 fn main() {
@@ -62,8 +23,12 @@ fn main() {
     let rounds: u32 = args.next().map_or(3, |s| s.parse().expect("rounds"));
     let key = Key::from_file_bytes(b"0123456789abcdef0123456789abcdef-bench-psk\n").expect("key");
     let nonce = [5u8; NONCE_LEN];
-    let updates: Vec<Update> = (0..n).map(|i| Update::Upsert(entry(i))).collect();
-    let deletes: Vec<Update> = (0..n).map(|i| Update::Delete(entry(i).key())).collect();
+    let updates: Vec<Update> = (0..n)
+        .map(|i| Update::Upsert(common::entry(i, pool())))
+        .collect();
+    let deletes: Vec<Update> = (0..n)
+        .map(|i| Update::Delete(common::entry(i, pool()).key()))
+        .collect();
     for round in 0..rounds {
         // Active: encode frames of 256 updates.
         let t = Instant::now();

@@ -12,64 +12,16 @@
 //! `ct_fill dump`: dumps the namespace's table once with the decoder the sync daemon uses,
 //! and prints `dumped <n> in <seconds>`: the floor of a session-start resync's time.
 //!
-//! Entry i: 198.18.0.0/16 host (i % 60000 + 1):(10000 + i / 60000) -> 203.0.113.(10 +
-//! i / 60000):5000, SNAT to <pool>:(1024 + i % 60000), so every reply tuple is unique
-//! (i < 14.7M).
+//! The entries: `common/mod.rs`.
+
+mod common;
 
 use std::collections::VecDeque;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use igw_conntrack_sync::ct::{CtEntry, ProtoInfo, TcpInfo, Tuple};
 use igw_conntrack_sync::netlink::{CtSocket, errno_counts};
 use igw_conntrack_sync::state::Injection;
-
-fn tuple(src: IpAddr, dst: IpAddr, sp: u16, dp: u16) -> Tuple {
-    Tuple {
-        src,
-        dst,
-        proto: 6,
-        src_port: Some(sp),
-        dst_port: Some(dp),
-        icmp_id: None,
-        icmp_type: None,
-        icmp_code: None,
-        zone: None,
-        other: vec![],
-    }
-}
-
-fn entry(i: u32, pool: IpAddr) -> CtEntry {
-    assert!(i < 60_000 * 245, "ct_fill: out of unique tuples");
-    let host = i % 60_000 + 1;
-    let round = (i / 60_000) as u16;
-    let src = IpAddr::V4(Ipv4Addr::from(
-        u32::from(Ipv4Addr::new(198, 18, 0, 0)) + host,
-    ));
-    let dst = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 10 + round as u8));
-    let sport = 10_000 + round;
-    let nport = 1024 + (i % 60_000) as u16;
-    CtEntry {
-        orig: tuple(src, dst, sport, 5000),
-        reply: tuple(dst, pool, 5000, nport),
-        // SEEN_REPLY | ASSURED | CONFIRMED | SRC_NAT | SRC_NAT_DONE | DST_NAT_DONE
-        status: 0x19e,
-        timeout: 3600,
-        mark: 0,
-        zone: 0,
-        protoinfo: Some(ProtoInfo {
-            tcp: Some(TcpInfo {
-                state: Some(3),
-                wscale_orig: Some(7),
-                wscale_reply: Some(7),
-                flags_orig: Some([0x23, 0x23]),
-                flags_reply: Some([0x23, 0x23]),
-            }),
-            other: vec![],
-        }),
-        labels: None,
-    }
-}
 
 fn write(s: &mut CtSocket, items: &[Injection], batch: usize) -> u64 {
     s.inject(items, batch)
@@ -96,7 +48,7 @@ fn churn(mut args: impl Iterator<Item = String>) {
         let n = batch.min((live - next) as usize) as u32;
         let items: Vec<Injection> = (next..next + n)
             .map(|i| Injection::Write {
-                entry: entry(i, pool),
+                entry: common::entry(i, pool),
                 timeout: 3600,
                 version: 0,
             })
@@ -111,12 +63,12 @@ fn churn(mut args: impl Iterator<Item = String>) {
         let mut items = Vec::with_capacity(2 * batch);
         for _ in 0..batch.min(table.len()) {
             let old = table.pop_front().expect("non-empty");
-            items.push(Injection::Remove(entry(old, pool)));
+            items.push(Injection::Remove(common::entry(old, pool)));
         }
         deleted += items.len() as u64;
         for i in next..next + batch as u32 {
             items.push(Injection::Write {
-                entry: entry(i, pool),
+                entry: common::entry(i, pool),
                 timeout: 3600,
                 version: 0,
             });
@@ -158,7 +110,7 @@ fn main() {
     let batch: usize = args.next().map_or(256, |s| s.parse().expect("batch"));
     let items: Vec<Injection> = (0..count)
         .map(|i| Injection::Write {
-            entry: entry(i, pool),
+            entry: common::entry(i, pool),
             timeout: 3600,
             version: 0,
         })

@@ -942,11 +942,7 @@ impl Ends {
             proto,
             src_port: Some(self.sport),
             dst_port: Some(self.dport),
-            icmp_id: None,
-            icmp_type: None,
-            icmp_code: None,
-            zone: None,
-            other: Vec::new(),
+            ..Tuple::placeholder()
         }
     }
 }
