@@ -22,7 +22,7 @@ use tracing::{info, warn};
 
 use crate::netlink::{CtSocket, EventGroups, EventKind, NlError, errno_counts};
 use crate::proto::{self, Body, Frame, FrameError, Item, Key, NONCE_LEN, ReplayGuard, Role};
-use crate::state::{Applied, Cache, Coalescer, Filter, Injection};
+use crate::state::{Cache, Coalescer, Filter, Injection};
 
 #[derive(Debug)]
 pub struct DaemonConfig {
@@ -160,9 +160,13 @@ impl Metrics {
     }
 
     fn drop(&self, reason: &str) {
+        self.drop_many(reason, 1);
+    }
+
+    fn drop_many(&self, reason: &str, n: u64) {
         self.dropped
             .get_or_create(&vec![("reason".to_string(), reason.to_string())])
-            .inc();
+            .inc_by(n);
     }
 
     fn dropped_json(&self) -> serde_json::Value {
@@ -927,10 +931,9 @@ async fn receive(stream: TcpStream, sh: &Arc<Shared>) -> Result<(), String> {
             Body::Batch(_) => {
                 sh.m.updates_received.inc_by(items.len() as u64);
                 let mut c = sh.cache.lock().unwrap_or_else(|e| e.into_inner());
-                for it in items.drain(..) {
-                    if c.apply_item(it, now) == Applied::Full {
-                        sh.m.drop("cache_full");
-                    }
+                let refused = c.apply_items(&mut items, now);
+                if refused > 0 {
+                    sh.m.drop_many("cache_full", refused as u64);
                 }
                 sh.m.cache_entries.set(c.len() as i64);
                 drop(c);

@@ -306,6 +306,8 @@ pub struct Cache {
     swept_until: u64,
     /// Entries whose kernel copy is the current version.
     current: usize,
+    /// [`Cache::apply_items`]'s hashes of a batch's keys (kept for its capacity).
+    hashes: Vec<u64>,
 }
 
 /// A kernel copy this close to expiry is written again by a commit.
@@ -321,7 +323,7 @@ impl Cache {
         Cache {
             map: Slots::default(),
             hasher: RandomState::default(),
-            max: max.min(u32::MAX as usize),
+            max: max.min(MAX_ENTRIES),
             generation: 0,
             resyncing: false,
             inject,
@@ -331,6 +333,7 @@ impl Cache {
             expiring: HashSet::default(),
             swept_until: 0,
             current: 0,
+            hashes: Vec::new(),
         }
     }
 
@@ -350,12 +353,12 @@ impl Cache {
 
     fn find(&self, key: &CtKey) -> Option<&Cached> {
         let i = self.position(&Probe::of(key.zone, &key.orig)).1?;
-        Some(&self.map.slots[i])
+        Some(self.map.get(i))
     }
 
     fn find_mut(&mut self, key: &CtKey) -> Option<&mut Cached> {
         let i = self.position(&Probe::of(key.zone, &key.orig)).1?;
-        Some(&mut self.map.slots[i])
+        Some(self.map.get_mut(i))
     }
 
     /// Room for `n` entries in all (at most the bound), so that a resync of a known size
@@ -411,8 +414,51 @@ impl Cache {
         }
     }
 
+    /// [`Cache::apply_item`] of a whole batch, in order (the batch is left empty); returns
+    /// how many items the cache refused because it is full. The batch's keys are hashed
+    /// first, so that the index cells of each lookup, and then the entry it will compare,
+    /// are asked of memory a few items before their turn: applied one by one, the standby
+    /// spent most of its time under churn waiting on those cache misses one at a time.
+    pub fn apply_items(&mut self, items: &mut Vec<Item>, now_ms: u64) -> usize {
+        /// Items ahead whose index cells are fetched, and whose entry is.
+        const CELLS_AHEAD: usize = 8;
+        const ENTRY_AHEAD: usize = 4;
+        let mut hashes = std::mem::take(&mut self.hashes);
+        hashes.clear();
+        hashes.extend(items.iter().map(|it| Probe::of_item(it).hash(&self.hasher)));
+        for &h in hashes.iter().take(CELLS_AHEAD) {
+            self.map.prefetch_index(h);
+        }
+        let mut full = 0;
+        for (k, it) in items.drain(..).enumerate() {
+            if let Some(&h) = hashes.get(k + CELLS_AHEAD) {
+                self.map.prefetch_index(h);
+            }
+            if let Some(&h) = hashes.get(k + ENTRY_AHEAD) {
+                self.map.prefetch_entry(h);
+            }
+            let h = hashes[k];
+            let applied = match it {
+                Item::Upsert(p) => self.upsert_hashed(Stored::Plain(p), h, now_ms),
+                Item::Delete(key) => self.delete_hashed(&Probe::Plain(key), h),
+                Item::Other(u) => self.apply(*u, now_ms),
+            };
+            if applied == Applied::Full {
+                full += 1;
+            }
+        }
+        self.hashes = hashes;
+        full
+    }
+
     fn delete(&mut self, probe: &Probe<'_>) -> Applied {
-        match self.position(probe).1 {
+        let h = probe.hash(&self.hasher);
+        self.delete_hashed(probe, h)
+    }
+
+    /// [`Cache::delete`] of a key whose hash is `h`.
+    fn delete_hashed(&mut self, probe: &Probe<'_>, h: u64) -> Applied {
+        match self.map.position(h, probe) {
             Some(i) => {
                 let c = self.map.remove_at(i);
                 self.gone(c);
@@ -423,10 +469,15 @@ impl Cache {
     }
 
     fn upsert(&mut self, stored: Stored, now_ms: u64) -> Applied {
-        let (h, at) = self.position(&stored.probe());
-        match at {
+        let h = stored.probe().hash(&self.hasher);
+        self.upsert_hashed(stored, h, now_ms)
+    }
+
+    /// [`Cache::upsert`] of an entry whose key's hash is `h`.
+    fn upsert_hashed(&mut self, stored: Stored, h: u64, now_ms: u64) -> Applied {
+        match self.map.position(h, &stored.probe()) {
             Some(i) => {
-                let slot = &mut self.map.slots[i];
+                let slot = self.map.get_mut(i);
                 if Self::is_current(slot) {
                     self.current -= 1;
                 }
@@ -443,7 +494,7 @@ impl Cache {
             }
             None if self.map.len() >= self.max => Applied::Full,
             None => {
-                self.map.push(Cached {
+                let i = self.map.push(Cached {
                     stored,
                     hash: h,
                     at_ms: now_ms,
@@ -452,7 +503,7 @@ impl Cache {
                     kernel: None,
                 });
                 if self.inject {
-                    let key = self.map.slots[self.map.len() - 1].key();
+                    let key = self.map.get(i).key();
                     self.owed.insert(key.clone(), Owed::Write);
                     self.unacked.insert(key.clone());
                     self.removed.remove(&key);
@@ -588,75 +639,147 @@ impl Cache {
     /// Memory of one cached entry, excluding heap parts of optional fields (labels, raw
     /// unknown attributes), with the hash table's control byte and 7/8 load factor.
     pub fn bytes_per_entry() -> usize {
-        // The entry in the dense array, its u32 index slot and control byte at 7/8 load.
-        std::mem::size_of::<Cached>() + (4 + 1) * 8 / 7
+        // The entry in the dense array and its 8-byte index cell at the index's 3/4 load.
+        std::mem::size_of::<Option<Cached>>() + 8 * 4 / 3
     }
 }
 
-/// The cache's storage: the entries in one dense array, found through a hash index of
-/// positions. An index slot is 4 bytes, so the index's spare capacity (up to half of it
-/// after a doubling) costs a few bytes per entry instead of a whole entry: the memory, and
-/// the first-touch page faults that dominate a resync on the standby, follow the entries.
+/// The cache's storage: the entries in one array, found through an [`Index`] of positions.
+/// A removed entry leaves a free slot that the next insertion takes (most recently freed
+/// first, still in the CPU's cache under churn), so a removal moves no other entry and
+/// rewrites no other index cell; when free slots outnumber the entries (a mass removal),
+/// the array is compacted. An index cell is 8 bytes, so the index's spare capacity costs a
+/// few bytes per entry instead of a whole entry: the memory, and the first-touch page
+/// faults that dominate a resync on the standby, follow the entries.
 #[derive(Debug, Default)]
 struct Slots {
-    index: HashTable<u32>,
-    slots: Vec<Cached>,
+    index: Index,
+    slots: Vec<Option<Cached>>,
+    /// Positions of the free slots.
+    free: Vec<u32>,
+    live: usize,
 }
+
+/// Free slots tolerated before a removal compacts the array (and then only when they
+/// outnumber the entries).
+const COMPACT_AFTER: usize = 4096;
 
 impl Slots {
     fn len(&self) -> usize {
-        self.slots.len()
+        self.live
     }
 
     fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.live == 0
     }
 
-    fn iter(&self) -> std::slice::Iter<'_, Cached> {
-        self.slots.iter()
+    fn iter(&self) -> impl Iterator<Item = &Cached> {
+        self.slots.iter().flatten()
+    }
+
+    fn get(&self, i: usize) -> &Cached {
+        self.slots[i]
+            .as_ref()
+            .expect("the index points at entries only")
+    }
+
+    fn get_mut(&mut self, i: usize) -> &mut Cached {
+        self.slots[i]
+            .as_mut()
+            .expect("the index points at entries only")
     }
 
     fn position(&self, hash: u64, probe: &Probe<'_>) -> Option<usize> {
         let slots = &self.slots;
         self.index
-            .find(hash, |&i| {
-                let c = &slots[i as usize];
-                c.hash == hash && c.is_key(probe)
+            .find(hash, |i| {
+                slots[i as usize].as_ref().is_some_and(|c| c.is_key(probe))
             })
-            .map(|&i| i as usize)
+            .map(|i| i as usize)
     }
 
     fn reserve(&mut self, additional: usize) {
-        let slots = &self.slots;
-        self.index.reserve(additional, |&i| slots[i as usize].hash);
-        self.slots.reserve(additional);
+        self.index.reserve(self.live + additional);
+        self.slots
+            .reserve(additional.saturating_sub(self.free.len()));
     }
 
-    /// Appends an entry whose key is not present (positions are u32: the cache's bound is
-    /// kept below 2^32 by [`Cache::with_inject`]).
-    fn push(&mut self, c: Cached) {
-        let slots = &self.slots;
-        let at = slots.len() as u32;
-        self.index
-            .insert_unique(c.hash, at, |&i| slots[i as usize].hash);
-        self.slots.push(c);
-    }
-
-    /// Removes the entry at `i`; the last entry moves into its place.
-    fn remove_at(&mut self, i: usize) -> Cached {
-        let h = self.slots[i].hash;
-        if let Ok(e) = self.index.find_entry(h, |&j| j as usize == i) {
-            e.remove();
-        }
-        let c = self.slots.swap_remove(i);
-        let moved = self.slots.len();
-        if i < moved {
-            let h = self.slots[i].hash;
-            if let Some(j) = self.index.find_mut(h, |&j| j as usize == moved) {
-                *j = i as u32;
+    /// Stores an entry whose key is not present; its position (positions are u32: the
+    /// cache's bound is kept below [`MAX_ENTRIES`] by [`Cache::with_inject`]).
+    fn push(&mut self, c: Cached) -> usize {
+        let i = match self.free.pop() {
+            Some(i) => i as usize,
+            None => {
+                self.slots.push(None);
+                self.slots.len() - 1
             }
-        }
+        };
+        self.index.insert(c.hash, i as u32);
+        self.slots[i] = Some(c);
+        self.live += 1;
+        i
+    }
+
+    /// Removes the entry at `i` (positions of other entries may change).
+    fn remove_at(&mut self, i: usize) -> Cached {
+        let c = self.take_at(i);
+        self.compact_if_sparse();
         c
+    }
+
+    /// Removes the entry at `i`, leaving its slot free; no other entry moves.
+    fn take_at(&mut self, i: usize) -> Cached {
+        let c = self.slots[i]
+            .take()
+            .expect("the index points at entries only");
+        self.index.remove(c.hash, i as u32);
+        self.live -= 1;
+        self.free.push(i as u32);
+        c
+    }
+
+    fn compact_if_sparse(&mut self) {
+        if self.live == 0 {
+            self.slots.clear();
+            self.free.clear();
+        } else if self.free.len() > COMPACT_AFTER && self.free.len() > self.live {
+            self.compact();
+        }
+    }
+
+    /// Moves the entries together (no free slot left) and indexes them again.
+    fn compact(&mut self) {
+        let entries: Vec<Option<Cached>> = std::mem::take(&mut self.slots)
+            .into_iter()
+            .filter(Option::is_some)
+            .collect();
+        self.slots = entries;
+        self.free.clear();
+        self.index = Index::default();
+        self.index.reserve(self.live);
+        for (i, c) in self.slots.iter().enumerate() {
+            let hash = c.as_ref().expect("compacted: entries only").hash;
+            self.index.insert(hash, i as u32);
+        }
+    }
+
+    /// Asks the CPU to bring in, ahead of its use, the index cells where a key of this hash
+    /// is looked up.
+    fn prefetch_index(&self, hash: u64) {
+        self.index.prefetch(hash);
+    }
+
+    /// Asks the CPU to bring in the entry that a lookup of this hash would most likely
+    /// compare (the first whose hash tag matches), if the index has one.
+    fn prefetch_entry(&self, hash: u64) {
+        if let Some(i) = self.index.first_candidate(hash)
+            && let Some(c) = self.slots.get(i as usize)
+        {
+            // The key an entry is compared by spans its first two cache lines.
+            let p: *const u8 = std::ptr::from_ref(c).cast();
+            prefetch(p);
+            prefetch(p.wrapping_add(64));
+        }
     }
 
     /// Removes and returns the entries for which `stale` holds.
@@ -664,15 +787,184 @@ impl Slots {
         let mut out = Vec::new();
         let mut i = 0;
         while i < self.slots.len() {
-            if stale(&self.slots[i]) {
-                out.push(self.remove_at(i));
-            } else {
-                i += 1;
+            if self.slots[i].as_ref().is_some_and(&stale) {
+                out.push(self.take_at(i));
             }
+            i += 1;
         }
+        self.compact_if_sparse();
         out
     }
 }
+
+/// The most entries a cache holds, whatever its configured bound: positions and the
+/// index's home cells come from 32 bits.
+pub const MAX_ENTRIES: usize = 1 << 30;
+
+/// The cache's index: a key's hash -> the entry's position in the dense array.
+///
+/// Open addressing with linear probing over one array of 8-byte cells, each holding the
+/// upper 32 bits of the key's hash (its tag, which also gives the home cell) and the
+/// position + 1 (0: an empty cell). A lookup reads the cells from the home one on, comparing
+/// tags, and reads an entry only for a matching tag (a false match is one in 2^32 per cell
+/// read): a key that is absent costs no entry read, and the cells a lookup reads are
+/// usually one cache line, whose address the hash alone gives, so that a batch can prefetch
+/// the lines of the keys it applies next ([`Index::prefetch`]). hashbrown's table needs two
+/// dependent reads (control bytes, then the slot) that no prefetch can be issued for: under
+/// churn those misses were most of the standby's time. A deletion shifts the rest of the
+/// run back instead of leaving a tombstone, so churn never lengthens the probes. Grows at
+/// 3/4 load (an absent key reads ~8 cells at that load, ~2 at 1/2).
+#[derive(Debug, Default, Clone)]
+struct Index {
+    cells: Vec<u64>,
+    len: usize,
+}
+
+impl Index {
+    fn tag(hash: u64) -> u32 {
+        (hash >> 32) as u32
+    }
+
+    fn mask(&self) -> usize {
+        self.cells.len() - 1
+    }
+
+    fn home(&self, tag: u32) -> usize {
+        tag as usize & self.mask()
+    }
+
+    fn cell(tag: u32, pos: u32) -> u64 {
+        (u64::from(tag) << 32) | u64::from(pos + 1)
+    }
+
+    fn pos(cell: u64) -> u32 {
+        (cell as u32).wrapping_sub(1)
+    }
+
+    /// The position of the first entry whose hash tag matches and for which `is` holds.
+    fn find(&self, hash: u64, is: impl Fn(u32) -> bool) -> Option<u32> {
+        if self.cells.is_empty() {
+            return None;
+        }
+        let tag = Self::tag(hash);
+        let mask = self.mask();
+        let mut i = self.home(tag);
+        loop {
+            let c = self.cells[i];
+            if c == 0 {
+                return None;
+            }
+            if (c >> 32) as u32 == tag && is(Self::pos(c)) {
+                return Some(Self::pos(c));
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// The position of the first entry whose hash tag matches.
+    fn first_candidate(&self, hash: u64) -> Option<u32> {
+        self.find(hash, |_| true)
+    }
+
+    /// The index of the cell holding `pos` under `hash`.
+    fn cell_of(&self, hash: u64, pos: u32) -> Option<usize> {
+        if self.cells.is_empty() {
+            return None;
+        }
+        let want = Self::cell(Self::tag(hash), pos);
+        let mask = self.mask();
+        let mut i = self.home(Self::tag(hash));
+        loop {
+            match self.cells[i] {
+                0 => return None,
+                c if c == want => return Some(i),
+                _ => i = (i + 1) & mask,
+            }
+        }
+    }
+
+    /// Room for `n` entries in all without growing.
+    fn reserve(&mut self, n: usize) {
+        let want = (n.max(1) * 4).div_ceil(3).next_power_of_two().max(8);
+        if want > self.cells.len() {
+            self.resize(want);
+        }
+    }
+
+    fn resize(&mut self, cells: usize) {
+        let old = std::mem::replace(&mut self.cells, vec![0; cells]);
+        let mask = cells - 1;
+        for c in old.into_iter().filter(|&c| c != 0) {
+            let mut i = (c >> 32) as usize & mask;
+            while self.cells[i] != 0 {
+                i = (i + 1) & mask;
+            }
+            self.cells[i] = c;
+        }
+    }
+
+    /// Adds `pos` under `hash` (the caller knows its key is not present).
+    fn insert(&mut self, hash: u64, pos: u32) {
+        if (self.len + 1) * 4 > self.cells.len() * 3 {
+            self.resize((self.cells.len() * 2).max(8));
+        }
+        let tag = Self::tag(hash);
+        let mask = self.mask();
+        let mut i = self.home(tag);
+        while self.cells[i] != 0 {
+            i = (i + 1) & mask;
+        }
+        self.cells[i] = Self::cell(tag, pos);
+        self.len += 1;
+    }
+
+    /// Removes `pos` under `hash`; the cells after it in its run move back where they may.
+    fn remove(&mut self, hash: u64, pos: u32) {
+        let Some(mut hole) = self.cell_of(hash, pos) else {
+            return;
+        };
+        let mask = self.mask();
+        let mut j = hole;
+        loop {
+            j = (j + 1) & mask;
+            let c = self.cells[j];
+            if c == 0 {
+                break;
+            }
+            // The cell at j may fill the hole unless its home lies after the hole (cyclically
+            // within (hole, j]): it would then be found before reaching its home.
+            let home = (c >> 32) as usize & mask;
+            if j.wrapping_sub(home) & mask >= j.wrapping_sub(hole) & mask {
+                self.cells[hole] = c;
+                hole = j;
+            }
+        }
+        self.cells[hole] = 0;
+        self.len -= 1;
+    }
+
+    fn prefetch(&self, hash: u64) {
+        if !self.cells.is_empty() {
+            prefetch(std::ptr::from_ref(&self.cells[self.home(Self::tag(hash))]).cast());
+        }
+    }
+}
+
+/// A hint to the CPU to load the cache line at `p` (never faults, changes nothing).
+#[cfg(target_arch = "x86_64")]
+#[expect(
+    unsafe_code,
+    reason = "_mm_prefetch requires an unsafe call outside a #[target_feature] function"
+)]
+fn prefetch(p: *const u8) {
+    use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+    // SAFETY: a prefetch does not dereference `p` (an invalid address is ignored, never a
+    // fault), and SSE is part of the x86_64 baseline.
+    unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn prefetch(_p: *const u8) {}
 
 /// The remaining timeout to give an entry committed at `now_ms`: what the active reported,
 /// minus the time since, at least one second.
@@ -1157,6 +1449,143 @@ mod tests {
                 assert_eq!(keys.len(), c.len(), "no duplicates");
             }
         }
+    }
+
+    /// The index against a list of (hash, position): hashes from a few tags whose home
+    /// cells crowd together (long runs, wrapping round the end of a small table), so
+    /// that the probe, the backward shift of a removal and growth are all exercised.
+    #[test]
+    fn index_matches_a_list() {
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut ix = Index::default();
+        let mut model: Vec<(u64, u32)> = Vec::new();
+        let mut pos = 0u32;
+        for step in 0..40_000 {
+            // Tags 0..24 and near the top: homes at both ends of the table.
+            let tag = match next() % 3 {
+                0 => next() % 24,
+                1 => u64::from(u32::MAX) - next() % 8,
+                _ => next() % 1_000_000,
+            };
+            let hash = (tag << 32) | (next() & 0xffff_ffff);
+            match next() % 10 {
+                0..=4 if model.len() < 3000 => {
+                    ix.insert(hash, pos);
+                    model.push((hash, pos));
+                    pos += 1;
+                }
+                5..=7 if !model.is_empty() => {
+                    let (h, p) = model.swap_remove((next() % model.len() as u64) as usize);
+                    ix.remove(h, p);
+                }
+                _ => {
+                    // An absent position under a present or new hash: not found.
+                    assert_eq!(ix.find(hash, |p| p == pos), None, "step {step}");
+                }
+            }
+            assert_eq!(ix.len, model.len(), "step {step}");
+            if step % 97 == 0 || model.len() < 40 {
+                for &(h, p) in &model {
+                    assert_eq!(ix.find(h, |q| q == p), Some(p), "step {step}");
+                }
+                let filled = ix.cells.iter().filter(|&&c| c != 0).count();
+                assert_eq!(filled, model.len(), "step {step}: no stale cell");
+            }
+        }
+    }
+
+    /// A batch applied with `apply_items` (hashes and prefetches ahead) ends as the same
+    /// items applied one by one: same refusals, same entries; through mass removals that
+    /// compact the storage, and reuse of free slots under churn.
+    #[test]
+    fn batches_apply_as_items_one_by_one() {
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let max = 12_000;
+        let mut batched = Cache::with_inject(max, true);
+        let mut single = Cache::with_inject(max, true);
+        let mut live = 0u32;
+        let mut compacted = 0;
+        for round in 0..60 {
+            let mut items = Vec::new();
+            // Mostly churn; every 10th round deletes nearly everything (compaction).
+            let mass = round % 10 == 9;
+            let n = if mass {
+                16_000
+            } else {
+                (next() % 6000) as usize
+            };
+            for k in 0..n {
+                let port = if mass {
+                    k as u16
+                } else {
+                    (next() % 16_000) as u16
+                };
+                let mut e = entry(
+                    if port % 7 == 0 {
+                        "198.18.2.10"
+                    } else {
+                        "198.18.1.10"
+                    },
+                    port,
+                    0,
+                );
+                e.timeout = (next() % 1000) as u32;
+                let del = if mass {
+                    next() % 20 != 0
+                } else {
+                    next() % 4 == 0
+                };
+                let u = if del {
+                    Update::Delete(e.key())
+                } else {
+                    Update::Upsert(e)
+                };
+                items.push(Item::from(u));
+            }
+            let want_full = items
+                .iter()
+                .filter(|it| single.apply_item((*it).clone(), round) == Applied::Full)
+                .count();
+            let got_full = batched.apply_items(&mut items, round);
+            assert!(items.is_empty());
+            assert_eq!(got_full, want_full, "round {round}");
+            assert_eq!(batched.len(), single.len(), "round {round}");
+            for c in single.entries() {
+                let b = batched.find(&c.key()).expect("entry in both");
+                assert_eq!(b.entry(), c.entry(), "round {round}");
+                assert_eq!(b.version, c.version, "round {round}");
+            }
+            assert_eq!(batched.owed(), single.owed(), "round {round}");
+            // Free slots stay bounded; a mass removal shrinks the storage.
+            let free = batched.map.free.len();
+            assert!(free <= COMPACT_AFTER.max(batched.len()), "round {round}");
+            assert_eq!(
+                batched.map.slots.len(),
+                batched.len() + free,
+                "round {round}"
+            );
+            if mass && live as usize > 2 * COMPACT_AFTER + 1000 {
+                assert!(
+                    batched.map.slots.len() < live as usize,
+                    "round {round}: shrunk"
+                );
+                compacted += 1;
+            }
+            live = batched.len() as u32;
+        }
+        assert!(compacted > 0, "a mass removal compacted the storage");
     }
 
     #[test]

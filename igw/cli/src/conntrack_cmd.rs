@@ -284,8 +284,12 @@ pub fn run_daemon(g: &Global, a: &SyncArgs) -> Result<(), CliError> {
         batch: a.batch.max(1),
         rcvbuf: a.rcvbuf_mib << 20,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One runtime thread: the kernel event reader, the direct-inject writer and the dumps
+    // run on threads of their own, and what is left (the session, the standby's apply, the
+    // control socket, metrics) is short work per wake-up. A second worker only added a
+    // wake-up of each thread per burst of events (measured under churn: each context switch
+    // costs the active and the standby more than the work it hands over).
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
