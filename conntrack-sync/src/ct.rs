@@ -515,15 +515,37 @@ impl CtMessage {
 }
 
 /// Splits a datagram into netlink messages: (header, body after the 16-byte header).
-pub fn split_messages(mut buf: &[u8]) -> Result<Vec<(NlHeader, &[u8])>, DecodeError> {
-    let mut out = Vec::new();
-    while buf.len() >= 16 {
+pub fn split_messages(buf: &[u8]) -> Result<Vec<(NlHeader, &[u8])>, DecodeError> {
+    messages(buf).collect()
+}
+
+/// The messages of a datagram one by one, without collecting them (the event reader's
+/// split, one datagram per event). Yields an error (and then stops) where
+/// [`split_messages`] would fail; fewer than 16 bytes left over end it.
+pub fn messages(buf: &[u8]) -> Messages<'_> {
+    Messages { buf }
+}
+
+#[derive(Debug, Clone)]
+pub struct Messages<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Iterator for Messages<'a> {
+    type Item = Result<(NlHeader, &'a [u8]), DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let buf = self.buf;
+        if buf.len() < 16 {
+            return None;
+        }
         let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
         if len < 16 || len > buf.len() {
-            return Err(DecodeError::BadLength {
+            self.buf = &[];
+            return Some(Err(DecodeError::BadLength {
                 kind: 0,
                 len: len.min(usize::from(u16::MAX)),
-            });
+            }));
         }
         let h = NlHeader {
             kind: u16::from_ne_bytes([buf[4], buf[5]]),
@@ -531,10 +553,9 @@ pub fn split_messages(mut buf: &[u8]) -> Result<Vec<(NlHeader, &[u8])>, DecodeEr
             seq: u32::from_ne_bytes([buf[8], buf[9], buf[10], buf[11]]),
             pid: u32::from_ne_bytes([buf[12], buf[13], buf[14], buf[15]]),
         };
-        out.push((h, &buf[16..len]));
-        buf = &buf[nla::align4(len).min(buf.len())..];
+        self.buf = &buf[nla::align4(len).min(buf.len())..];
+        Some(Ok((h, &buf[16..len])))
     }
-    Ok(out)
 }
 
 /// The errno of an `NLMSG_ERROR` body (0 is an ack).
@@ -926,6 +947,13 @@ fn addr(b: &[u8; 16], v6: bool) -> IpAddr {
 }
 
 impl Ends {
+    const ZERO: Ends = Ends {
+        src: [0; 16],
+        dst: [0; 16],
+        sport: 0,
+        dport: 0,
+    };
+
     fn of(t: &Tuple) -> Self {
         Ends {
             src: octets(t.src),
@@ -1060,6 +1088,185 @@ impl PlainEntry {
             v6: self.v6,
         }
     }
+
+    /// The addresses the filter looks at: original source and destination, reply source
+    /// and destination.
+    pub fn addrs(&self) -> [IpAddr; 4] {
+        [
+            addr(&self.orig.src, self.v6),
+            addr(&self.orig.dst, self.v6),
+            addr(&self.reply.src, self.v6),
+            addr(&self.reply.dst, self.v6),
+        ]
+    }
+
+    /// Decodes a plain entry straight from the attributes of a ctnetlink message body
+    /// (after `struct nfgenmsg`), in one pass and into fixed fields: the event reader's
+    /// decoder, which never builds a [`CtEntry`] for the common entry. `Some` exactly
+    /// when `CtEntry::decode(buf)` gives a plain entry, and then its [`PlainEntry::of`];
+    /// `None` for anything else (not plain, malformed, no tuples), which the caller
+    /// hands to [`CtEntry::decode`] for the entry or the error.
+    ///
+    /// Every attribute [`CtEntry::decode`] checks is checked here too, and a later
+    /// attribute of a kind replaces an earlier one as there, so that a plain result is
+    /// never one that the full decoder would refuse or read differently.
+    pub fn decode(buf: &[u8]) -> Option<Self> {
+        let (mut orig, mut reply) = (None, None);
+        let mut e = PlainEntry {
+            orig: Ends::ZERO,
+            reply: Ends::ZERO,
+            status: 0,
+            timeout: 0,
+            mark: 0,
+            zone: 0,
+            v6: false,
+            proto: 0,
+            tcp: None,
+        };
+        // A protoinfo is plain when it is absent or TCP alone.
+        let mut info_plain = true;
+        for a in nla::iter(buf) {
+            let (kind, v) = a.ok()?;
+            match kind & !NLA_F_NESTED {
+                CTA_TUPLE_ORIG => orig = Some(FixedTuple::parse(v)?),
+                CTA_TUPLE_REPLY => reply = Some(FixedTuple::parse(v)?),
+                CTA_STATUS => e.status = nla::be32(v).ok()?,
+                CTA_PROTOINFO => (e.tcp, info_plain) = plain_protoinfo(v)?,
+                // Rare in events; checked as the full decoder does, not kept.
+                CTA_NAT_SRC | CTA_NAT_DST => {
+                    NatRange::parse(v).ok()?;
+                }
+                CTA_TIMEOUT => e.timeout = nla::be32(v).ok()?,
+                CTA_MARK => e.mark = nla::be32(v).ok()?,
+                CTA_USE | CTA_ID => {
+                    nla::be32(v).ok()?;
+                }
+                CTA_ZONE => e.zone = nla::be16(v).ok()?,
+                // Labels make any entry not plain, whatever follows.
+                CTA_LABELS => return None,
+                _ => {}
+            }
+        }
+        let (o, r) = (orig?, reply?);
+        if !(o.plain && r.plain && o.v6 == r.v6 && o.proto == r.proto && info_plain) {
+            return None;
+        }
+        e.orig = o.ends;
+        e.reply = r.ends;
+        e.v6 = o.v6;
+        e.proto = o.proto;
+        Some(e)
+    }
+}
+
+/// One tuple as [`PlainEntry::decode`] reads it: the fixed fields, and whether the
+/// [`Tuple`] that [`Tuple::parse`] would give is plain.
+struct FixedTuple {
+    ends: Ends,
+    proto: u8,
+    v6: bool,
+    plain: bool,
+}
+
+impl FixedTuple {
+    /// `None` where [`Tuple::parse`] fails; the same attribute checks, in one pass.
+    fn parse(buf: &[u8]) -> Option<Self> {
+        let (mut src, mut dst) = (None, None);
+        let (mut proto, mut sport, mut dport) = (None, None, None);
+        let mut plain = true;
+        for a in nla::iter(buf) {
+            let (kind, v) = a.ok()?;
+            match kind & !NLA_F_NESTED {
+                CTA_TUPLE_IP => {
+                    for a in nla::iter(v) {
+                        let (k, a) = a.ok()?;
+                        match k {
+                            CTA_IP_V4_SRC => src = Some(fixed4(a)?),
+                            CTA_IP_V4_DST => dst = Some(fixed4(a)?),
+                            CTA_IP_V6_SRC => src = Some((<[u8; 16]>::try_from(a).ok()?, true)),
+                            CTA_IP_V6_DST => dst = Some((<[u8; 16]>::try_from(a).ok()?, true)),
+                            _ => return None,
+                        }
+                    }
+                }
+                CTA_TUPLE_PROTO => {
+                    for a in nla::iter(v) {
+                        let (k, a) = a.ok()?;
+                        match k {
+                            CTA_PROTO_NUM => proto = Some(nla::u8v(a).ok()?),
+                            CTA_PROTO_SRC_PORT => sport = Some(nla::be16(a).ok()?),
+                            CTA_PROTO_DST_PORT => dport = Some(nla::be16(a).ok()?),
+                            CTA_PROTO_ICMP_ID => {
+                                nla::be16(a).ok()?;
+                                plain = false;
+                            }
+                            CTA_PROTO_ICMP_TYPE | CTA_PROTO_ICMP_CODE => {
+                                nla::u8v(a).ok()?;
+                                plain = false;
+                            }
+                            _ => return None,
+                        }
+                    }
+                }
+                CTA_TUPLE_ZONE => {
+                    nla::be16(v).ok()?;
+                    plain = false;
+                }
+                // Kept by the full decoder as `other`: not plain.
+                _ => plain = false,
+            }
+        }
+        let ((src, v6), (dst, dst_v6), proto) = (src?, dst?, proto?);
+        if v6 != dst_v6 {
+            return None;
+        }
+        Some(FixedTuple {
+            ends: Ends {
+                src,
+                dst,
+                sport: sport.unwrap_or(0),
+                dport: dport.unwrap_or(0),
+            },
+            proto,
+            v6,
+            plain: plain && sport.is_some() && dport.is_some(),
+        })
+    }
+}
+
+/// An IPv4 address in the fixed form of [`Ends`] (first 4 bytes), not IPv6.
+fn fixed4(v: &[u8]) -> Option<([u8; 16], bool)> {
+    let o = <[u8; 4]>::try_from(v).ok()?;
+    let mut b = [0; 16];
+    b[..4].copy_from_slice(&o);
+    Some((b, false))
+}
+
+/// `CTA_PROTOINFO` as [`ProtoInfo::parse`] reads it (`None` where it fails): the TCP
+/// part, and whether the protoinfo is plain (TCP and nothing else).
+fn plain_protoinfo(buf: &[u8]) -> Option<(Option<TcpInfo>, bool)> {
+    let (mut tcp, mut other) = (None, false);
+    for a in nla::iter(buf) {
+        let (kind, v) = a.ok()?;
+        if kind & !NLA_F_NESTED == CTA_PROTOINFO_TCP {
+            let mut t = TcpInfo::default();
+            for a in nla::iter(v) {
+                let (k, a) = a.ok()?;
+                match k {
+                    CTA_PROTOINFO_TCP_STATE => t.state = Some(nla::u8v(a).ok()?),
+                    CTA_PROTOINFO_TCP_WSCALE_ORIGINAL => t.wscale_orig = Some(nla::u8v(a).ok()?),
+                    CTA_PROTOINFO_TCP_WSCALE_REPLY => t.wscale_reply = Some(nla::u8v(a).ok()?),
+                    CTA_PROTOINFO_TCP_FLAGS_ORIGINAL => t.flags_orig = Some(flags(a).ok()?),
+                    CTA_PROTOINFO_TCP_FLAGS_REPLY => t.flags_reply = Some(flags(a).ok()?),
+                    _ => return None,
+                }
+            }
+            tcp = Some(t);
+        } else {
+            other = true;
+        }
+    }
+    Some((tcp, tcp.is_some() && !other))
 }
 
 /// A request to dump the whole table of one family (`AF_UNSPEC` = all).
@@ -1103,10 +1310,10 @@ pub fn delete_request(e: &CtEntry, seq: u32, out: &mut Vec<u8>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn hex(s: &str) -> Vec<u8> {
+    pub(crate) fn hex(s: &str) -> Vec<u8> {
         (0..s.len())
             .step_by(2)
             .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
@@ -1125,7 +1332,7 @@ mod tests {
         out
     }
 
-    fn tuple(src: &str, dst: &str, proto: u8, sp: u16, dp: u16) -> Tuple {
+    pub(crate) fn tuple(src: &str, dst: &str, proto: u8, sp: u16, dp: u16) -> Tuple {
         Tuple {
             src: src.parse().unwrap(),
             dst: dst.parse().unwrap(),
@@ -1144,9 +1351,9 @@ mod tests {
     // with `snat to 198.51.100.10` on its uplink, `socat - TCP:203.0.113.10:5000,
     // sourceport=40000` to a `socat TCP-LISTEN:5000 EXEC:cat` server, then
     // `ip netns exec <ns> igw conntrack dump --hex` (Linux 6.x, dump reply, one message).
-    const TCP_SNAT: &str = "d400000000010200020000000908000002000000340001801400018008000100c613020108000200cb00710a1c0002800500010006000000060002009c4000000600030013880000340002801400018008000100cb00710a08000200c633640a1c00028005000100060000000600020013880000060003009c400000080003000000019e080008000000000008000c00a4d8619d08000b0000000001080007000006977e300004802c0001800500010003000000050002000a000000050003000a00000006000400230000000600050023000000";
+    pub(crate) const TCP_SNAT: &str = "d400000000010200020000000908000002000000340001801400018008000100c613020108000200cb00710a1c0002800500010006000000060002009c4000000600030013880000340002801400018008000100cb00710a08000200c633640a1c00028005000100060000000600020013880000060003009c400000080003000000019e080008000000000008000c00a4d8619d08000b0000000001080007000006977e300004802c0001800500010003000000050002000a000000050003000a00000006000400230000000600050023000000";
     // Same capture, `socat - UDP:203.0.113.10:5353,sourceport=40001` (unreplied).
-    const UDP_SNAT: &str = "a400000000010200020000000908000002000000340001801400018008000100c613020108000200cb00710a1c0002800500010011000000060002009c4100000600030014e90000340002801400018008000100cb00710a08000200c633640a1c00028005000100110000000600020014e90000060003009c4100000800030000000198080008000000000008000c0081f43b9a08000b0000000001080007000000001d";
+    pub(crate) const UDP_SNAT: &str = "a400000000010200020000000908000002000000340001801400018008000100c613020108000200cb00710a1c0002800500010011000000060002009c4100000600030014e90000340002801400018008000100cb00710a08000200c633640a1c00028005000100110000000600020014e90000060003009c4100000800030000000198080008000000000008000c0081f43b9a08000b0000000001080007000000001d";
 
     #[test]
     fn kernel_capture_tcp_snat() {
@@ -1350,5 +1557,356 @@ mod tests {
         let mut b = Vec::new();
         t.emit(&mut b);
         assert_eq!(Tuple::parse(&b).unwrap(), t);
+    }
+
+    /// Entries of every shape an event can carry: plain ones (IPv4/IPv6, TCP with full,
+    /// partial or no protoinfo, UDP, SNAT, DNAT, zone, mark) and each way of not being
+    /// plain (ICMP, labels, a directional zone, an unmodelled tuple or protoinfo
+    /// attribute, protoinfo without TCP, mixed families, mixed protocols).
+    pub(crate) fn sample_entries() -> Vec<CtEntry> {
+        let tcp = TcpInfo {
+            state: Some(3),
+            wscale_orig: Some(7),
+            wscale_reply: Some(10),
+            flags_orig: Some([0x23, 0]),
+            flags_reply: Some([0x22, 0]),
+        };
+        let snat = CtEntry {
+            orig: tuple("198.18.1.10", "203.0.113.10", 6, 40000, 443),
+            reply: tuple("203.0.113.10", "198.51.100.10", 6, 443, 1024),
+            status: 0x19e,
+            timeout: 431_999,
+            mark: 0,
+            zone: 0,
+            protoinfo: Some(ProtoInfo {
+                tcp: Some(tcp),
+                other: vec![],
+            }),
+            labels: None,
+        };
+        let with = |f: &dyn Fn(&mut CtEntry)| {
+            let mut e = snat.clone();
+            f(&mut e);
+            e
+        };
+        let icmp = |t: &mut Tuple, ty| {
+            t.proto = 1;
+            (t.src_port, t.dst_port) = (None, None);
+            (t.icmp_id, t.icmp_type, t.icmp_code) = (Some(77), Some(ty), Some(0));
+        };
+        vec![
+            snat.clone(),
+            with(&|e| e.protoinfo = None),
+            with(&|e| {
+                e.protoinfo = Some(ProtoInfo {
+                    tcp: Some(TcpInfo {
+                        state: Some(1),
+                        ..TcpInfo::default()
+                    }),
+                    other: vec![],
+                })
+            }),
+            with(&|e| {
+                e.orig = tuple("198.18.1.10", "203.0.113.53", 17, 40001, 53);
+                e.reply = tuple("203.0.113.53", "198.18.1.10", 17, 53, 40001);
+                e.status = 0x18a;
+                e.protoinfo = None;
+            }),
+            with(&|e| {
+                e.orig = tuple("fd00:198:18::10", "2001:db8::10", 6, 40000, 443);
+                e.reply = tuple("2001:db8::10", "fd00:198:18::10", 6, 443, 40000);
+                e.status = 0x18e;
+            }),
+            with(&|e| {
+                e.orig = tuple("fd00:198:18::10", "2001:db8::53", 17, 5353, 53);
+                e.reply = tuple("2001:db8::53", "fd00:198:18::10", 17, 53, 5353);
+                e.protoinfo = None;
+            }),
+            // DNAT: the reply comes from the internal server.
+            with(&|e| {
+                e.orig = tuple("203.0.113.10", "198.51.100.10", 6, 40000, 443);
+                e.reply = tuple("198.18.1.20", "203.0.113.10", 6, 8443, 40000);
+                e.status = 0x1ae;
+            }),
+            with(&|e| e.zone = 7),
+            with(&|e| e.mark = 0xdead_beef),
+            with(&|e| {
+                (e.zone, e.mark, e.timeout) = (65535, 1, 0);
+            }),
+            // Not plain:
+            with(&|e| {
+                icmp(&mut e.orig, 8);
+                icmp(&mut e.reply, 0);
+                e.protoinfo = None;
+            }),
+            with(&|e| e.labels = Some(vec![0; 16])),
+            with(&|e| e.orig.zone = Some(3)),
+            with(&|e| e.reply.zone = Some(3)),
+            with(&|e| {
+                e.reply.other = vec![RawNla {
+                    kind: 42,
+                    value: vec![1, 2, 3, 4],
+                }]
+            }),
+            with(&|e| {
+                e.protoinfo = Some(ProtoInfo {
+                    tcp: None,
+                    other: vec![RawNla {
+                        kind: 2 | NLA_F_NESTED,
+                        value: vec![],
+                    }],
+                })
+            }),
+            with(&|e| e.protoinfo = Some(ProtoInfo::default())),
+            with(&|e| e.reply = tuple("2001:db8::10", "fd00::1", 6, 443, 1024)),
+            with(&|e| e.reply.proto = 17),
+            with(&|e| e.orig.dst_port = None),
+        ]
+    }
+
+    /// The encodings of an entry a decoder meets: the replicated form, a CT_NEW body
+    /// (NAT ranges), and the kernel's event layout (use count and id among the rest).
+    pub(crate) fn encodings(e: &CtEntry) -> Vec<Vec<u8>> {
+        let mut replicated = Vec::new();
+        e.emit(&mut replicated);
+        let mut create = Vec::new();
+        emit_attrs(&e.create_attrs(30), &mut create);
+        let mut kernel = Vec::new();
+        let mut attrs = vec![
+            CtAttr::TupleOrig(e.orig.clone()),
+            CtAttr::TupleReply(e.reply.clone()),
+            CtAttr::Status(e.status),
+            CtAttr::Mark(e.mark),
+            CtAttr::Id(0xa4d8_619d),
+            CtAttr::Use(1),
+            CtAttr::Timeout(e.timeout),
+            CtAttr::Zone(e.zone),
+            CtAttr::Other(RawNla {
+                kind: 15 | NLA_F_NESTED,
+                value: vec![8, 0, 1, 0, 0, 0, 0, 1],
+            }),
+        ];
+        attrs.extend(e.protoinfo.clone().map(CtAttr::ProtoInfo));
+        attrs.extend(e.labels.clone().map(CtAttr::Labels));
+        emit_attrs(&attrs, &mut kernel);
+        vec![replicated, create, kernel]
+    }
+
+    /// What the one-pass plain decoder must give: the full decoder's entry, when plain,
+    /// in fixed fields.
+    fn full_then_plain(b: &[u8]) -> Option<PlainEntry> {
+        CtEntry::decode(b)
+            .ok()
+            .flatten()
+            .and_then(|e| PlainEntry::of(&e))
+    }
+
+    /// xorshift64*: mutations without a dependency; fixed seeds reproduce a failure.
+    pub(crate) struct Rng(pub(crate) u64);
+
+    impl Rng {
+        pub(crate) fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        /// A copy of `b` with one to three bytes changed, or cut short, or one 4-byte
+        /// word (an attribute header, often) replaced.
+        pub(crate) fn mutate(&mut self, b: &[u8]) -> Vec<u8> {
+            let mut m = b.to_vec();
+            if m.is_empty() {
+                return m;
+            }
+            match self.next() % 4 {
+                0 => m.truncate(self.next() as usize % m.len()),
+                1 => {
+                    let at = (self.next() as usize % m.len()) & !3;
+                    let end = (at + 4).min(m.len());
+                    for x in &mut m[at..end] {
+                        *x = self.next() as u8;
+                    }
+                }
+                _ => {
+                    for _ in 0..=self.next() % 3 {
+                        let at = self.next() as usize % m.len();
+                        m[at] = self.next() as u8;
+                    }
+                }
+            }
+            m
+        }
+    }
+
+    #[test]
+    fn plain_decode_of_kernel_captures() {
+        for cap in [TCP_SNAT, UDP_SNAT] {
+            let bytes = hex(cap);
+            let body = &split_messages(&bytes).unwrap()[0].1[4..];
+            let e = CtEntry::decode(body).unwrap().unwrap();
+            assert_eq!(PlainEntry::decode(body), Some(PlainEntry::of(&e).unwrap()));
+            // Every truncation and every single byte changed (to a few values): the same
+            // outcome as the full decoder, never a panic.
+            for cut in 0..body.len() {
+                let b = &body[..cut];
+                assert_eq!(PlainEntry::decode(b), full_then_plain(b), "cut {cut}");
+            }
+            let mut b = body.to_vec();
+            for at in 0..b.len() {
+                let was = b[at];
+                for x in [0, 1, 2, 3, 4, 5, 6, 0x80, 0xff, was ^ 0x80] {
+                    b[at] = x;
+                    assert_eq!(
+                        PlainEntry::decode(&b),
+                        full_then_plain(&b),
+                        "byte {at} = {x}"
+                    );
+                }
+                b[at] = was;
+            }
+        }
+    }
+
+    #[test]
+    fn plain_decode_of_encoded_entries() {
+        let mut plain = 0;
+        for e in sample_entries() {
+            for b in encodings(&e) {
+                let want = full_then_plain(&b);
+                assert_eq!(PlainEntry::decode(&b), want, "{e:?}");
+                // The encoders keep every part that makes an entry plain or not.
+                if e.is_plain() {
+                    assert!(want.is_some(), "{e:?}");
+                    plain += 1;
+                }
+                for cut in 0..b.len() {
+                    let b = &b[..cut];
+                    assert_eq!(PlainEntry::decode(b), full_then_plain(b), "{e:?} cut {cut}");
+                }
+            }
+        }
+        assert!(plain >= 30);
+    }
+
+    /// An attribute given twice counts the last time, in both decoders: a non-plain
+    /// tuple or protoinfo followed by a plain one makes a plain entry, and the reverse
+    /// does not.
+    #[test]
+    fn plain_decode_of_repeated_attributes() {
+        let e = &sample_entries()[0];
+        let mut icmp = e.orig.clone();
+        (icmp.proto, icmp.src_port, icmp.dst_port) = (1, None, None);
+        icmp.icmp_type = Some(8);
+        let raw_info = ProtoInfo {
+            tcp: None,
+            other: vec![RawNla {
+                kind: 9,
+                value: vec![1, 0, 0, 0],
+            }],
+        };
+        let v6 = tuple("fd00::1", "fd00::2", 6, 1, 2);
+        let cases: Vec<Vec<CtAttr>> = vec![
+            vec![CtAttr::TupleOrig(icmp.clone())],
+            vec![CtAttr::ProtoInfo(raw_info.clone())],
+            vec![CtAttr::TupleReply(e.orig.clone())],
+            vec![CtAttr::TupleOrig(v6.clone()), CtAttr::TupleReply(v6)],
+            vec![CtAttr::Zone(3), CtAttr::Status(1), CtAttr::Mark(2)],
+        ];
+        for extra in cases {
+            let mut before = extra.clone();
+            before.extend(e.attrs());
+            let mut after = e.attrs();
+            after.extend(extra);
+            for attrs in [before, after] {
+                let mut b = Vec::new();
+                emit_attrs(&attrs, &mut b);
+                assert_eq!(PlainEntry::decode(&b), full_then_plain(&b), "{attrs:?}");
+            }
+        }
+    }
+
+    /// Tuples no encoder of this crate writes: address families mixed within a tuple, an
+    /// address given in both families (the last counts), a zone of a bad length.
+    #[test]
+    fn plain_decode_of_hand_made_tuples() {
+        let e = &sample_entries()[0];
+        let ip = |addrs: &[(u16, &[u8])]| {
+            let mut t = Vec::new();
+            nla::put_nested(&mut t, CTA_TUPLE_IP, |b| {
+                for (k, a) in addrs {
+                    nla::put(b, *k, a);
+                }
+            });
+            nla::put_nested(&mut t, CTA_TUPLE_PROTO, |b| {
+                nla::put(b, CTA_PROTO_NUM, &[6]);
+                nla::put(b, CTA_PROTO_SRC_PORT, &1u16.to_be_bytes());
+                nla::put(b, CTA_PROTO_DST_PORT, &2u16.to_be_bytes());
+            });
+            t
+        };
+        let (a4, b4, a6) = ([198, 18, 1, 10], [203, 0, 113, 10], [0xfd; 16]);
+        let tuples = [
+            ip(&[(CTA_IP_V4_SRC, &a4), (CTA_IP_V6_DST, &a6)]),
+            ip(&[(CTA_IP_V6_SRC, &a6), (CTA_IP_V4_DST, &b4)]),
+            ip(&[
+                (CTA_IP_V6_SRC, &a6),
+                (CTA_IP_V4_SRC, &a4),
+                (CTA_IP_V4_DST, &b4),
+            ]),
+            ip(&[
+                (CTA_IP_V4_SRC, &a4),
+                (CTA_IP_V6_SRC, &a6),
+                (CTA_IP_V4_DST, &b4),
+            ]),
+            ip(&[
+                (CTA_IP_V4_SRC, &a4),
+                (CTA_IP_V4_DST, &b4),
+                (CTA_IP_V4_DST, &a4),
+            ]),
+            ip(&[(CTA_IP_V4_SRC, &a4)]),
+            ip(&[(CTA_IP_V4_SRC, &a4), (CTA_IP_V4_DST, &b4[..3])]),
+            ip(&[(CTA_IP_V4_SRC, &a4), (CTA_IP_V4_DST, &b4), (9, &b4)]),
+            {
+                let mut t = ip(&[(CTA_IP_V4_SRC, &a4), (CTA_IP_V4_DST, &b4)]);
+                nla::put(&mut t, CTA_TUPLE_ZONE, &[1, 2, 3]);
+                t
+            },
+        ];
+        let mut plain = 0;
+        for t in &tuples {
+            for kind in [CTA_TUPLE_ORIG, CTA_TUPLE_REPLY] {
+                let mut b = Vec::new();
+                nla::put_nested(&mut b, kind, |b| b.extend_from_slice(t));
+                e.emit(&mut b);
+                nla::put_nested(&mut b, kind, |b| b.extend_from_slice(t));
+                let got = PlainEntry::decode(&b);
+                assert_eq!(got, full_then_plain(&b), "{t:02x?}");
+                plain += usize::from(got.is_some());
+            }
+        }
+        assert!(plain >= 2);
+    }
+
+    #[test]
+    fn plain_decode_of_mutated_entries() {
+        let mut rng = Rng(0x0dec_0de5_1234_5678);
+        let (mut plain, mut other) = (0, 0);
+        for e in sample_entries() {
+            for b in encodings(&e) {
+                for _ in 0..2000 {
+                    let m = rng.mutate(&b);
+                    let got = PlainEntry::decode(&m);
+                    assert_eq!(got, full_then_plain(&m), "{m:02x?}");
+                    if got.is_some() {
+                        plain += 1;
+                    } else {
+                        other += 1;
+                    }
+                }
+            }
+        }
+        // Both outcomes were exercised.
+        assert!(plain > 1000 && other > 1000, "{plain} {other}");
     }
 }

@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
 
-use crate::netlink::{CtSocket, EventGroups, EventKind, NlError, errno_counts};
+use crate::netlink::{CtSocket, EventGroups, NlError, errno_counts};
 use crate::proto::{self, Body, Frame, FrameError, Item, Key, NONCE_LEN, ReplayGuard, Role};
 use crate::state::{Cache, Coalescer, Filter, Injection};
 
@@ -393,13 +393,9 @@ fn event_thread(mut sock: CtSocket, sh: Arc<Shared>) {
         // Each accepted entry goes into the coalescer in fixed fields, read in place (the
         // events are not moved out of their vector).
         for ev in &evs {
-            if !sh.cfg.filter.accepts(&ev.entry) {
-                continue;
+            if let Some(it) = ev.item(&sh.cfg.filter) {
+                p.push_item(it);
             }
-            p.push_item(match ev.kind {
-                EventKind::Destroy => Item::delete(&ev.entry),
-                EventKind::New | EventKind::Update => Item::upsert(&ev.entry),
-            });
         }
         evs.clear();
         sh.m.coalesced.inc_by(p.coalesced - before);

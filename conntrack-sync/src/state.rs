@@ -31,17 +31,28 @@ pub struct Filter {
 
 impl Filter {
     pub fn accepts(&self, e: &CtEntry) -> bool {
+        self.admits([e.orig.src, e.orig.dst, e.reply.src, e.reply.dst], e.status)
+    }
+
+    /// [`Filter::accepts`] of the entry a plain one stands for (the event reader's form).
+    pub fn accepts_plain(&self, e: &PlainEntry) -> bool {
+        self.admits(e.addrs(), e.status)
+    }
+
+    /// The decision, on what it reads of an entry: original source and destination, reply
+    /// source and destination, status.
+    fn admits(&self, [orig_src, orig_dst, reply_src, reply_dst]: [IpAddr; 4], st: u32) -> bool {
         let touches = |a: &IpAddr| self.exclude.contains(a);
-        if touches(&e.orig.src) || touches(&e.orig.dst) || touches(&e.reply.src) {
+        if touches(&orig_src) || touches(&orig_dst) || touches(&reply_src) {
             return false;
         }
         // A reply destined to an excluded address that is not a NAT binding is a local
         // socket of this node (e.g. the proxy's own upstream connection).
-        if touches(&e.reply.dst) && e.status & status::SRC_NAT == 0 {
+        if touches(&reply_dst) && st & status::SRC_NAT == 0 {
             return false;
         }
-        (self.snat && e.status & status::SRC_NAT != 0)
-            || self.sources.iter().any(|n| n.contains(&e.orig.src))
+        (self.snat && st & status::SRC_NAT != 0)
+            || self.sources.iter().any(|n| n.contains(&orig_src))
     }
 }
 
@@ -1036,12 +1047,19 @@ mod tests {
         ];
         for (e, want, what) in cases {
             assert_eq!(f.accepts(&e), want, "{what}");
+            // The event reader's form of the entry: the same decision.
+            let p = PlainEntry::of(&e).unwrap();
+            assert_eq!(f.accepts_plain(&p), want, "{what} (plain)");
         }
         let no_snat = Filter {
             snat: false,
             ..f.clone()
         };
         assert!(!no_snat.accepts(&entry("10.9.9.9", 1, status::SRC_NAT)));
+        assert!(
+            !no_snat
+                .accepts_plain(&PlainEntry::of(&entry("10.9.9.9", 1, status::SRC_NAT)).unwrap())
+        );
     }
 
     #[test]

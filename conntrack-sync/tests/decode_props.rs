@@ -9,9 +9,11 @@
 //!   change of its bytes (the MAC covers the whole frame);
 //! - a body that the right key signed and that decodes re-encodes to the same frame
 //!   (decode . encode is the identity on what decode accepts);
-//! - ctnetlink messages that parse re-emit byte-exact.
+//! - ctnetlink messages that parse re-emit byte-exact;
+//! - the event reader's plain decoder gives a plain entry exactly when the full decoder
+//!   does, and the same one.
 
-use igw_conntrack_sync::ct::{self, CtEntry, CtMessage, ProtoInfo, TcpInfo, Tuple};
+use igw_conntrack_sync::ct::{self, CtEntry, CtMessage, PlainEntry, ProtoInfo, TcpInfo, Tuple};
 use igw_conntrack_sync::proto::{
     self, Body, Frame, FrameError, HEADER_LEN, Key, MAC_LEN, NONCE_LEN, Role, Update,
 };
@@ -319,6 +321,16 @@ fn ctnetlink_parser_survives_mutation() {
             continue;
         };
         for (h, body) in msgs {
+            // The event reader's plain decoder agrees with the full one.
+            if let Some(attrs) = body.get(4..) {
+                let full = CtEntry::decode(attrs).ok().flatten();
+                assert_eq!(
+                    PlainEntry::decode(attrs),
+                    full.as_ref().and_then(PlainEntry::of),
+                    "{}",
+                    hex(attrs)
+                );
+            }
             if let Ok(m) = CtMessage::parse(h, body) {
                 let _ = CtEntry::from_attrs(&m.attrs);
                 // Accepted messages re-emit byte-exact (unknown attributes are kept) when
