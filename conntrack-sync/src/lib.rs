@@ -5,7 +5,7 @@
 //! (the kernel's table) and [`daemon`] (the sync link, control socket, metrics).
 //!
 //! Memory: the standby's cache costs [`state::Cache::bytes_per_entry`] bytes per entry
-//! (static size of one slot of its dense array and of its index; plain IPv4/IPv6 TCP and
+//! (static size of one slot of its entry array and of its index cell; plain IPv4/IPv6 TCP and
 //! UDP entries have no further heap parts), measured as the standby's RSS growth per cached entry in
 //! `bench/conntrack/RESULTS.md`. Why the commit sends an un-NATed reply tuple, the
 //! direct-inject trade-offs and the filters: see `README.md` next to this crate.

@@ -650,7 +650,7 @@ impl Cache {
     /// Memory of one cached entry, excluding heap parts of optional fields (labels, raw
     /// unknown attributes), with the hash table's control byte and 7/8 load factor.
     pub fn bytes_per_entry() -> usize {
-        // The entry in the dense array and its 8-byte index cell at the index's 3/4 load.
+        // The entry in the array and its 8-byte index cell at the index's 3/4 load.
         std::mem::size_of::<Option<Cached>>() + 8 * 4 / 3
     }
 }
@@ -812,7 +812,7 @@ impl Slots {
 /// index's home cells come from 32 bits.
 pub const MAX_ENTRIES: usize = 1 << 30;
 
-/// The cache's index: a key's hash -> the entry's position in the dense array.
+/// The cache's index: a key's hash -> the entry's position in the entry array.
 ///
 /// Open addressing with linear probing over one array of 8-byte cells, each holding the
 /// upper 32 bits of the key's hash (its tag, which also gives the home cell) and the
@@ -1384,9 +1384,14 @@ mod tests {
             "{}",
             std::mem::size_of::<Cached>()
         );
+        // A free slot costs no tag of its own.
+        assert_eq!(
+            std::mem::size_of::<Option<Cached>>(),
+            std::mem::size_of::<Cached>()
+        );
     }
 
-    /// The dense storage (swap-remove with index fix-ups, extraction at a resync's end)
+    /// The storage (free slots reused, extraction at a resync's end, the index)
     /// behaves as a plain map under a long random sequence of upserts, deletes and resyncs.
     #[test]
     fn cache_matches_a_plain_map() {
