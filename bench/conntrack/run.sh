@@ -17,7 +17,7 @@
 # until B holds exactly what A holds, entries/s replicated, and the difference left (lost).
 # Then bulk transfer (RESYNC_N entries, default 500000, in A's table before the daemons
 # start; the daemons alone): time until B holds them all, CPU per 100k entries per side.
-# Usage (root): [SECTIONS="sizes churn bulk"] [CHURN_DAEMONS="inject cache conntrackd"] bench/conntrack/run.sh [sizes...]
+# Usage (root): [SECTIONS="sizes churn bulk"] [CHURN_DAEMONS="inject cache conntrackd"] [CHURN_REPS=1] bench/conntrack/run.sh [sizes...]
 #   (sizes default: 10000 100000). SECTIONS picks the sections to run (so that each can
 #   run under its own exclusive hold of the machine); each one replaces its own part of
 #   bench/conntrack/RESULTS.md (between its markers) and leaves the others and the
@@ -297,10 +297,17 @@ tc_stop() {
 }
 tc_s() { awk -F, '$3 ~ /task-clock/ { printf "%.2f", $1 / 1000; f = 1 } END { if (!f) print "-" }' "$WORK/tc-$1" 2>/dev/null || echo -; }
 CHURN_WHO=""; has churn && CHURN_WHO=${CHURN_DAEMONS:-inject cache conntrackd}
+# CHURN_REPS runs of every daemon, alternated (igw, conntrackd, igw, ...): the machine's
+# drift between runs moves both sides alike, and the summary row gives each run's ratio and
+# their median, since single runs move by 10-20 % on a shared VM.
+CHURN_REPS=${CHURN_REPS:-1}
+RATIO_A=(); RATIO_B=()
+median() { printf '%s\n' "$@" | grep -v '^-$' | sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print a[(NR + 1) / 2]; else printf "%.2f", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 # As on two machines: A's daemon and the generator on CPU 0, B's daemon (and the kernel
 # work of its writes, done in its own system calls) on CPU 1.
 PIN_A="taskset -c 0"; PIN_B="taskset -c 1"
 crow() { CROWS+=("$1"); echo "$1"; }
+for rep in $(seq "$CHURN_REPS"); do
 for who in $CHURN_WHO; do
   flush
   if [ "$who" = conntrackd ]; then start_ctd; else start_igw "$who"; fi
@@ -336,11 +343,17 @@ for who in $CHURN_WHO; do
   tca=$(tc_s a); tcb=$(tc_s b); tcg=$(tc_s gen)
   TCA[$who]=$(per100k "$tca" "$events"); TCB[$who]=$(per100k "$tcb" "$events")
   label="igw (cache mode)"; [ "$who" = inject ] && label="igw (direct inject)"; [ "$who" = conntrackd ] && label="conntrackd FTFW"
+  [ "$CHURN_REPS" -gt 1 ] && label="$label, run $rep"
   [ "$ok" = 1 ] && state="equal ($got)" || state="**differs: B $got vs A $in_a after 60 s**"
   crow "| $label | $out | $events | $total s (lag $lag s) | $rate/s | $state | A ${CPUA[$who]}, B ${CPUB[$who]} (task-clock: A ${TCA[$who]}, B ${TCB[$who]}) | A $ca s, B $cb s; task-clock A $tca s, B $tcb s, generator $tcg s$extra |"
 done
 # CPU ratios: conntrackd's CPU per event over igw's (above 1: igw needs less).
-has churn && crow "| ratio igw/conntrackd | | | | direct inject $(ratio "${CRATE[inject]:-}" "${CRATE[conntrackd]:-}"), cache mode $(ratio "${CRATE[cache]:-}" "${CRATE[conntrackd]:-}") | | conntrackd's CPU / igw's: inject A $(ratio "${CPUA[conntrackd]:-}" "${CPUA[inject]:-}"), B $(ratio "${CPUB[conntrackd]:-}" "${CPUB[inject]:-}"); cache A $(ratio "${CPUA[conntrackd]:-}" "${CPUA[cache]:-}"), B $(ratio "${CPUB[conntrackd]:-}" "${CPUB[cache]:-}"); by task-clock: cache A $(ratio "${TCA[conntrackd]:-}" "${TCA[cache]:-}"), B $(ratio "${TCB[conntrackd]:-}" "${TCB[cache]:-}") | |"
+has churn && crow "| ratio igw/conntrackd$([ "$CHURN_REPS" -gt 1 ] && echo ", run $rep") | | | | direct inject $(ratio "${CRATE[inject]:-}" "${CRATE[conntrackd]:-}"), cache mode $(ratio "${CRATE[cache]:-}" "${CRATE[conntrackd]:-}") | | conntrackd's CPU / igw's: inject A $(ratio "${CPUA[conntrackd]:-}" "${CPUA[inject]:-}"), B $(ratio "${CPUB[conntrackd]:-}" "${CPUB[inject]:-}"); cache A $(ratio "${CPUA[conntrackd]:-}" "${CPUA[cache]:-}"), B $(ratio "${CPUB[conntrackd]:-}" "${CPUB[cache]:-}"); by task-clock: cache A $(ratio "${TCA[conntrackd]:-}" "${TCA[cache]:-}"), B $(ratio "${TCB[conntrackd]:-}" "${TCB[cache]:-}") | |"
+RATIO_A+=("$(ratio "${TCA[conntrackd]:-}" "${TCA[cache]:-}")"); RATIO_B+=("$(ratio "${TCB[conntrackd]:-}" "${TCB[cache]:-}")")
+done
+if has churn && [ "$CHURN_REPS" -gt 1 ]; then
+  crow "| **median of $CHURN_REPS runs** | | | | | | by task-clock, conntrackd's CPU / igw's (cache mode): **A $(median "${RATIO_A[@]}")** (runs: ${RATIO_A[*]}), **B $(median "${RATIO_B[@]}")** (runs: ${RATIO_B[*]}) | |"
+fi
 
 # --- bulk transfer: the daemons alone, no generator ---------------------------------------
 # A's table is filled first (RESYNC_N entries, default 500000); then the whole table is
@@ -444,6 +457,7 @@ if [ ${#CROWS[@]} -gt 0 ]; then
     echo "is the generator's) over the run, per 100k events; in brackets the same from perf's task-clock"
     echo "(on-CPU time taken at each context switch), which on the bench VM splits CPU 0 between the"
     echo "generator and A's daemon differently from /proc's ticks (RESULTS.md, third pass)."
+    [ "$CHURN_REPS" -gt 1 ] && echo "$CHURN_REPS runs of each daemon, alternated; the last row: each run's ratio and their median."
     echo
     echo "| daemon | generator | events | until equal | replicated | B vs A at the end | CPU-s per 100k events | CPU, notes |"
     echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
