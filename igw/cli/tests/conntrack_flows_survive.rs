@@ -509,8 +509,8 @@ fn scenario(inject: bool) {
             Some(&dir.join(log)),
         )
     };
-    let _db = daemon(&b, &node_b, "standby", "b.log");
-    let _da = daemon(&a, &node_a, "active", "a.log");
+    let db = daemon(&b, &node_b, "standby", "b.log");
+    let da = daemon(&a, &node_a, "active", "a.log");
     let me = std::env::current_exe().unwrap();
     let _srv = s.spawn(
         &[
@@ -534,6 +534,26 @@ fn scenario(inject: bool) {
         status(&node_a).filter(|v| v["peer_connected"] == true)
     })
     .unwrap_or_else(|| panic!("A never connected to B\n{}", logs()));
+    // Both daemons run every thread in SCHED_BATCH (set by the daemon itself here: no
+    // service manager chose a policy).
+    for (name, d) in [("A", &da), ("B", &db)] {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", d.pid())).expect("tasks");
+        for t in tasks {
+            let t = t.unwrap().path();
+            // proc_pid_stat(5): field 41 is the policy; fields after the command's ")".
+            let stat = std::fs::read_to_string(t.join("stat")).unwrap_or_default();
+            let policy = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(41 - 3))
+                .map(str::to_string);
+            assert_eq!(
+                policy.as_deref(),
+                Some("3"),
+                "{name}'s thread {} is not SCHED_BATCH (3)",
+                t.display()
+            );
+        }
+    }
     // The server listens once its port answers from the tenant's side of A.
     wait_for(Duration::from_secs(10), || {
         s.try_exec(&["bash", "-c", "exec 3<>/dev/tcp/203.0.113.10/5000"])
