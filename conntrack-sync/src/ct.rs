@@ -514,6 +514,16 @@ impl CtMessage {
     }
 }
 
+/// Clears `NLM_F_ACK` in the header of the message that starts at `at` in `buf`: a
+/// request without it is answered only when it fails (the kernel acknowledges an error
+/// whatever the flags), so a datagram of requests that asks an ack of its last one only
+/// gets one answer when all succeed, instead of one answer (and one receive) per request.
+pub fn clear_ack(buf: &mut [u8], at: usize) {
+    let flags = &mut buf[at + 6..at + 8];
+    let f = u16::from_ne_bytes([flags[0], flags[1]]) & !NLM_F_ACK;
+    flags.copy_from_slice(&f.to_ne_bytes());
+}
+
 /// Splits a datagram into netlink messages: (header, body after the 16-byte header).
 pub fn split_messages(buf: &[u8]) -> Result<Vec<(NlHeader, &[u8])>, DecodeError> {
     messages(buf).collect()
@@ -1437,6 +1447,28 @@ pub(crate) mod tests {
         let back = one(&out);
         assert_eq!(back.ct_type(), Some(IPCTNL_MSG_CT_DELETE));
         assert_eq!(back.attrs, vec![CtAttr::TupleOrig(e.orig.clone())]);
+    }
+
+    #[test]
+    fn clear_ack_leaves_the_rest_of_the_datagram() {
+        let e = sample_entries()[0].clone();
+        let mut out = Vec::new();
+        create_request(&e, 1, 100, &mut out);
+        let second = out.len();
+        delete_request(&e, 2, &mut out);
+        let before = out.clone();
+        clear_ack(&mut out, second);
+        let msgs = split_messages(&out).unwrap();
+        assert_eq!(msgs[0].0.flags, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK);
+        assert_eq!(msgs[1].0.flags, NLM_F_REQUEST);
+        assert_eq!(msgs[1].0.seq, 2);
+        let changed: Vec<usize> = (0..out.len()).filter(|&i| out[i] != before[i]).collect();
+        assert_eq!(changed.len(), 1, "one byte of the flags: {changed:?}");
+        clear_ack(&mut out, 0);
+        assert_eq!(
+            split_messages(&out).unwrap()[0].0.flags,
+            NLM_F_REQUEST | NLM_F_CREATE
+        );
     }
 
     #[test]

@@ -327,19 +327,26 @@ pub fn parse_events(buf: &[u8], out: &mut Vec<Event>) -> Result<(), NlError> {
 }
 
 impl CtSocket {
-    /// Sends a datagram of `n` acked requests; returns (seq, errno) of each answer.
-    fn exchange(&mut self, out: &[u8], n: usize) -> Result<Vec<(u32, i32)>, NlError> {
+    /// Sends a datagram of requests of which only the last (sequence number `last`) asks
+    /// for an ack (see [`ct::clear_ack`]); returns (seq, errno) of each failed request and
+    /// the last one's outcome. The kernel answers the requests of a datagram in order, so
+    /// once the last one's answer is in, every failure before it has been read.
+    fn exchange(&mut self, out: &[u8], last: u32) -> Result<Vec<(u32, i32)>, NlError> {
         self.sock.send(out, 0)?;
-        let mut got = Vec::with_capacity(n);
-        while got.len() < n {
+        let mut got = Vec::new();
+        loop {
             self.recv()?;
+            let mut done = false;
             for (h, body) in ct::split_messages(&self.buf)? {
                 if h.kind == NLMSG_ERROR {
                     got.push((h.seq, -ct::error_code(body)?));
+                    done |= h.seq == last;
                 }
             }
+            if done {
+                return Ok(got);
+            }
         }
-        Ok(got)
     }
 
     /// Direct inject: writes each item into the kernel, `batch` requests per datagram. A
@@ -354,7 +361,12 @@ impl CtSocket {
             let base = chunk_no * batch;
             let mut out = Vec::with_capacity(chunk.len() * 256);
             let mut index = std::collections::HashMap::with_capacity(chunk.len());
+            let mut last = 0;
             for (i, it) in chunk.iter().enumerate() {
+                if i > 0 {
+                    ct::clear_ack(&mut out, last);
+                }
+                last = out.len();
                 self.seq = self.seq.wrapping_add(1);
                 index.insert(self.seq, base + i);
                 match it {
@@ -366,10 +378,15 @@ impl CtSocket {
             }
             let mut again = Vec::new();
             let mut index2 = std::collections::HashMap::new();
-            for (seq, errno) in self.exchange(&out, chunk.len())? {
+            let mut again_last = 0;
+            for (seq, errno) in self.exchange(&out, self.seq)? {
                 let Some(&i) = index.get(&seq) else { continue };
                 match (&items[i], errno) {
                     (Injection::Write { entry, timeout, .. }, libc::EEXIST | libc::EOPNOTSUPP) => {
+                        if !again.is_empty() {
+                            ct::clear_ack(&mut again, again_last);
+                        }
+                        again_last = again.len();
                         self.seq = self.seq.wrapping_add(1);
                         index2.insert(self.seq, i);
                         ct::update_request(entry, self.seq, *timeout, &mut again);
@@ -379,7 +396,7 @@ impl CtSocket {
                 }
             }
             if !index2.is_empty() {
-                for (seq, errno) in self.exchange(&again, index2.len())? {
+                for (seq, errno) in self.exchange(&again, self.seq)? {
                     if let Some(&i) = index2.get(&seq) {
                         result[i] = errno;
                     }
