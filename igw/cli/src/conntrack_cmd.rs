@@ -229,7 +229,7 @@ fn describe(e: &CtEntry) -> String {
 /// own work); batch threads wait for the running task's turn to end and then take a
 /// larger burst at once. Measured with bench/conntrack's churn (RESULTS.md, fourth pass):
 /// context switches of the event reader 5.6-6.2k -> 2.3-3.3k and of the runtime thread
-/// 7.5-8.1k -> 2.5-5.1k in 9 s, the active's CPU per event -6 %, the standby's -25 %.
+/// 7.5-8.1k -> 2.5-5.1k in 9 s; medians of 5 runs, CPU per event: active -7 %, standby -16 %.
 #[expect(
     unsafe_code,
     reason = "sched_setscheduler(2) has no safe wrapper in std or nix"
