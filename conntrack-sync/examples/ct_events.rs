@@ -64,14 +64,8 @@ fn datagram(i: u32, out: &mut Vec<u8>) {
 /// The event reader before the plain decoder: each event decoded into a `CtEntry`.
 fn old_parse(buf: &[u8], out: &mut Vec<(EventKind, CtEntry)>) {
     for (h, body) in ct::split_messages(buf).expect("split") {
-        if h.kind >> 8 != NFNL_SUBSYS_CTNETLINK {
+        let Some(kind) = netlink::event_kind(&h) else {
             continue;
-        }
-        let kind = match (h.kind & 0xff) as u8 {
-            IPCTNL_MSG_CT_NEW if h.flags & (NLM_F_CREATE | NLM_F_EXCL) != 0 => EventKind::New,
-            IPCTNL_MSG_CT_NEW => EventKind::Update,
-            IPCTNL_MSG_CT_DELETE => EventKind::Destroy,
-            _ => continue,
         };
         if let Some(e) = CtEntry::decode(&body[4..]).expect("decode") {
             out.push((kind, e));

@@ -293,6 +293,20 @@ impl CtSocket {
     }
 }
 
+/// The kind of conntrack event a message of the event groups is, if it is one: NEW with
+/// `NLM_F_CREATE` or `NLM_F_EXCL` is a new entry, NEW without them an update.
+pub fn event_kind(h: &ct::NlHeader) -> Option<EventKind> {
+    if h.kind >> 8 != ct::NFNL_SUBSYS_CTNETLINK {
+        return None;
+    }
+    match (h.kind & 0xff) as u8 {
+        IPCTNL_MSG_CT_NEW if h.flags & (NLM_F_CREATE | NLM_F_EXCL) != 0 => Some(EventKind::New),
+        IPCTNL_MSG_CT_NEW => Some(EventKind::Update),
+        IPCTNL_MSG_CT_DELETE => Some(EventKind::Destroy),
+        _ => None,
+    }
+}
+
 /// Appends the conntrack events of one datagram to `out`. Pure (the socket's reader calls
 /// it on each datagram received): a plain entry is decoded by [`PlainEntry::decode`] in
 /// one pass, any other (or a malformed one, for its error) by [`CtEntry::decode`].
@@ -304,14 +318,8 @@ pub fn parse_events(buf: &[u8], out: &mut Vec<Event>) -> Result<(), NlError> {
     }
     for m in ct::messages(buf) {
         let (h, body) = m?;
-        if h.kind >> 8 != ct::NFNL_SUBSYS_CTNETLINK {
+        let Some(kind) = event_kind(&h) else {
             continue;
-        }
-        let kind = match (h.kind & 0xff) as u8 {
-            IPCTNL_MSG_CT_NEW if h.flags & (NLM_F_CREATE | NLM_F_EXCL) != 0 => EventKind::New,
-            IPCTNL_MSG_CT_NEW => EventKind::Update,
-            IPCTNL_MSG_CT_DELETE => EventKind::Destroy,
-            _ => continue,
         };
         let attrs = nfgen_attrs(body)?;
         let entry = match PlainEntry::decode(attrs) {
@@ -528,14 +536,7 @@ mod tests {
     /// The filters of the state tests: tenant sources with SNAT, without SNAT, others
     /// that exclude the NAT pool address, a tenant host, a server; none.
     fn filters() -> Vec<Filter> {
-        let f = Filter {
-            sources: vec!["198.18.0.0/16".parse().unwrap()],
-            snat: true,
-            exclude: vec![
-                "198.19.255.1".parse().unwrap(),
-                "198.19.2.1".parse().unwrap(),
-            ],
-        };
+        let f = crate::state::tests::tenant_filter();
         vec![
             f.clone(),
             Filter {

@@ -985,7 +985,7 @@ pub fn remaining_timeout(c: &Cached, now_ms: u64) -> u32 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::ct::{ProtoInfo, TcpInfo, Tuple};
 
@@ -1015,16 +1015,31 @@ mod tests {
         }
     }
 
-    #[test]
-    fn filter_table() {
-        let f = Filter {
+    /// xorshift64: a fixed sequence per seed, no dependency.
+    fn xorshift(mut rng: u64) -> impl FnMut() -> u64 {
+        move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        }
+    }
+
+    /// Tenant sources with SNAT, excluding the sync link's and a local socket's address.
+    pub(crate) fn tenant_filter() -> Filter {
+        Filter {
             sources: vec!["198.18.0.0/16".parse().unwrap()],
             snat: true,
             exclude: vec![
                 "198.19.255.1".parse().unwrap(),
                 "198.19.2.1".parse().unwrap(),
             ],
-        };
+        }
+    }
+
+    #[test]
+    fn filter_table() {
+        let f = tenant_filter();
         let mut sync = entry("198.19.255.1", 1, 0);
         sync.reply.dst = "198.19.255.1".parse().unwrap();
         let mut local = entry("198.19.2.1", 2, 0);
@@ -1395,13 +1410,7 @@ mod tests {
     /// behaves as a plain map under a long random sequence of upserts, deletes and resyncs.
     #[test]
     fn cache_matches_a_plain_map() {
-        let mut rng = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         let mut c = Cache::with_inject(300, true);
         let mut model: std::collections::HashMap<CtKey, CtEntry> = Default::default();
         let mut resent = std::collections::HashSet::new();
@@ -1479,13 +1488,7 @@ mod tests {
     /// that the probe, the backward shift of a removal and growth are all exercised.
     #[test]
     fn index_matches_a_list() {
-        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         let mut ix = Index::default();
         let mut model: Vec<(u64, u32)> = Vec::new();
         let mut pos = 0u32;
@@ -1528,13 +1531,7 @@ mod tests {
     /// compact the storage, and reuse of free slots under churn.
     #[test]
     fn batches_apply_as_items_one_by_one() {
-        let mut rng = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         let max = 12_000;
         let mut batched = Cache::with_inject(max, true);
         let mut single = Cache::with_inject(max, true);
@@ -1566,9 +1563,9 @@ mod tests {
                 );
                 e.timeout = (next() % 1000) as u32;
                 let del = if mass {
-                    next() % 20 != 0
+                    !next().is_multiple_of(20)
                 } else {
-                    next() % 4 == 0
+                    next().is_multiple_of(4)
                 };
                 let u = if del {
                     Update::Delete(e.key())
